@@ -1,0 +1,78 @@
+/* cluster/config.h: remsd's configuration, from a YAML file plus
+ * command-line overrides.
+ *
+ * Private to cluster/ and remsd's main. Loading never touches the data
+ * directory: a wrong configuration is reported (naming the key and the rule)
+ * before anything is created or opened. */
+#ifndef REMS_CLUSTER_CONFIG_H
+#define REMS_CLUSTER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+#define CONFIG_MAX_PEERS 9
+#define CONFIG_ADDR_SIZE 64 /* "255.255.255.255:65535" fits easily. */
+#define CONFIG_PATH_SIZE 1024
+
+struct config_peer {
+    uint64_t id;
+    char raft_address[CONFIG_ADDR_SIZE]; /* "IPv4:port" */
+    char api_address[CONFIG_ADDR_SIZE];  /* "IPv4:port" */
+};
+
+struct config {
+    uint64_t node_id;                    /* node_id, required, >= 1 */
+    char data_dir[CONFIG_PATH_SIZE];     /* data_dir, required */
+    char raft_address[CONFIG_ADDR_SIZE]; /* raft_address, required */
+    char api_address[CONFIG_ADDR_SIZE];  /* api_address, required */
+    struct config_peer peers[CONFIG_MAX_PEERS]; /* peers */
+    size_t n_peers;
+    char join[CONFIG_ADDR_SIZE]; /* join: API address of a member; "" = none */
+    unsigned election_timeout_ms;  /* default 1000, 50..60000 */
+    unsigned heartbeat_timeout_ms; /* default 100, 10..10000 */
+    unsigned snapshot_threshold;   /* default 8192, 16..10000000 */
+    unsigned snapshot_trailing;    /* default 1024, 0..10000000 */
+    size_t max_body_bytes;         /* default 1048576, 1024..67108864 */
+    unsigned forward_timeout_ms;   /* default 5000, 100..600000 */
+    char log_level[16];            /* debug|info|warn|error, default info */
+    bool fault_injection;          /* default false */
+};
+
+/* Fill @c with the defaults above; required fields are left empty/0. */
+void config_defaults(struct config *c);
+
+/* Read the YAML file @path into @c (which holds defaults or earlier
+ * values). Unknown keys, wrong types and values out of range are errors.
+ * Returns 0, REMS_ECONFIG (errmsg: "<path>: <key>: <rule>", with the line
+ * number when known, e.g. "node.yaml:3: election_timeout_ms: must be an
+ * integer between 50 and 60000") or REMS_EIO (file unreadable). */
+int config_load_file(struct config *c, const char *path, char *errmsg);
+
+/* Apply command-line options from @argv (not including the program name).
+ * Recognised: --config FILE (loaded first, wherever it appears), and one
+ * option per key: --node-id N, --data-dir D, --raft-address A,
+ * --api-address A, --peer ID=RAFTADDR,APIADDR (repeatable; replaces the
+ * file's peers), --join A, --election-timeout-ms N, --heartbeat-timeout-ms
+ * N, --snapshot-threshold N, --snapshot-trailing N, --max-body-bytes N,
+ * --forward-timeout-ms N, --log-level L, --fault-injection. Both "--key
+ * value" and "--key=value" work. Returns 0 or REMS_ECONFIG naming the
+ * option. */
+int config_parse_args(struct config *c, int argc, char **argv, char *errmsg);
+
+/* Check cross-field rules after loading: required keys present; addresses
+ * are IPv4:port with port 1..65535; heartbeat < election / 2 (rule
+ * "election_timeout_ms must be at least twice heartbeat_timeout_ms"); peer
+ * ids and addresses unique; when peers are given, this node is among them
+ * with the same addresses; join and peers not both empty unless the data
+ * dir already holds a node (checked later, not here); snapshot_trailing <=
+ * snapshot_threshold. Returns 0 or REMS_ECONFIG naming the key. */
+int config_validate(const struct config *c, char *errmsg);
+
+/* Split "a.b.c.d:port" into @host (CONFIG_ADDR_SIZE) and @port. Returns 0
+ * or REMS_EINVAL. */
+int config_split_address(const char *addr, char *host, uint16_t *port);
+
+#endif /* REMS_CLUSTER_CONFIG_H */

@@ -1,0 +1,443 @@
+/* Log-entry envelopes: MessagePack encoding and strict decoding.
+ *
+ * Encoding: a map of the envelope fields with "body" as a nested map.
+ * Decoding accepts the fields in any order, refuses duplicates, unknown
+ * envelope fields are skipped (forward compatibility inside a version), and
+ * every length is checked against the limits of statemachine.h. */
+#include <msgpack.h>
+#include <string.h>
+
+#include "common/assert.h"
+#include "common/mpread.h"
+#include "statemachine/statemachine.h"
+
+static const char *const type_names[STATEMACHINE_ENTRY_TYPE_NR] = {
+    [STATEMACHINE_ENTRY_NOOP] = "noop",
+    [STATEMACHINE_ENTRY_POLICY_PUT] = "policy_put",
+    [STATEMACHINE_ENTRY_POLICY_DELETE] = "policy_delete",
+    [STATEMACHINE_ENTRY_MEMBER_SET] = "member_set",
+    [STATEMACHINE_ENTRY_MEMBER_DELETE] = "member_delete",
+};
+
+const char *statemachine_entry_type_name(int type)
+{
+    if (type <= 0 || type >= STATEMACHINE_ENTRY_TYPE_NR) {
+        return "unknown";
+    }
+    return type_names[type];
+}
+
+static void pack_str(msgpack_packer *pk, const char *s, size_t len)
+{
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, s, len);
+}
+
+static void pack_kv_str(msgpack_packer *pk,
+                        const char *k,
+                        const char *s,
+                        size_t len)
+{
+    pack_str(pk, k, strlen(k));
+    pack_str(pk, s != NULL ? s : "", s != NULL ? len : 0);
+}
+
+static void pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
+{
+    pack_str(pk, k, strlen(k));
+    msgpack_pack_uint64(pk, v);
+}
+
+static int check_len(const char *field, size_t len, size_t max, char *errmsg)
+{
+    if (len > max) {
+        rems_errmsgf(errmsg, "%s: %zu bytes, at most %zu allowed", field, len,
+                     max);
+        return REMS_EINVAL;
+    }
+    return 0;
+}
+
+int statemachine_entry_encode(const struct statemachine_entry *e,
+                              void *(*alloc)(size_t),
+                              void **buf,
+                              size_t *len,
+                              char *errmsg)
+{
+    struct rems_buf b;
+    msgpack_packer pk;
+    void *out;
+    int rv;
+
+    PRE(e->type > 0 && e->type < STATEMACHINE_ENTRY_TYPE_NR);
+    rv = check_len("trace_id", e->trace_id_len, STATEMACHINE_ID_MAX, errmsg);
+    if (rv == 0) {
+        rv = check_len("request_id", e->request_id_len, STATEMACHINE_ID_MAX,
+                       errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("requested_by", e->requested_by_len,
+                       STATEMACHINE_USER_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("reason", e->reason_len, STATEMACHINE_REASON_MAX,
+                       errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("raft_address", e->raft_address_len,
+                       STATEMACHINE_ADDR_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("api_address", e->api_address_len,
+                       STATEMACHINE_ADDR_MAX, errmsg);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+
+    rems_buf_init(&b);
+    msgpack_packer_init(&pk, &b, rems_buf_write);
+    msgpack_pack_map(&pk, 8);
+    pack_kv_u64(&pk, "v", STATEMACHINE_ENVELOPE_VERSION);
+    pack_kv_u64(&pk, "type", (uint64_t)e->type);
+    pack_kv_u64(&pk, "time_ms", e->time_ms);
+    pack_kv_str(&pk, "trace_id", e->trace_id, e->trace_id_len);
+    pack_kv_str(&pk, "request_id", e->request_id, e->request_id_len);
+    pack_kv_str(&pk, "requested_by", e->requested_by, e->requested_by_len);
+    pack_kv_str(&pk, "reason", e->reason, e->reason_len);
+    pack_str(&pk, "body", 4);
+    switch (e->type) {
+        case STATEMACHINE_ENTRY_POLICY_PUT:
+        case STATEMACHINE_ENTRY_POLICY_DELETE:
+            msgpack_pack_map(&pk, e->type == STATEMACHINE_ENTRY_POLICY_PUT
+                                      ? (e->has_if_revision ? 3 : 2)
+                                      : (e->has_if_revision ? 2 : 1));
+            pack_kv_str(&pk, "key", e->key, e->key_len);
+            if (e->type == STATEMACHINE_ENTRY_POLICY_PUT) {
+                pack_str(&pk, "value", 5);
+                msgpack_pack_bin(&pk, e->value_len);
+                msgpack_pack_bin_body(&pk, e->value, e->value_len);
+            }
+            if (e->has_if_revision) {
+                pack_kv_u64(&pk, "if_revision", e->if_revision);
+            }
+            break;
+        case STATEMACHINE_ENTRY_MEMBER_SET:
+            msgpack_pack_map(&pk, 3);
+            pack_kv_u64(&pk, "id", e->member_id);
+            pack_kv_str(&pk, "raft_address", e->raft_address,
+                        e->raft_address_len);
+            pack_kv_str(&pk, "api_address", e->api_address,
+                        e->api_address_len);
+            break;
+        case STATEMACHINE_ENTRY_MEMBER_DELETE:
+            msgpack_pack_map(&pk, 1);
+            pack_kv_u64(&pk, "id", e->member_id);
+            break;
+        default:
+            msgpack_pack_map(&pk, 0);
+            break;
+    }
+    if (b.failed) {
+        rems_buf_close(&b);
+        rems_errmsg_oom(errmsg);
+        return REMS_ENOMEM;
+    }
+    out = alloc(b.len);
+    if (out == NULL) {
+        rems_buf_close(&b);
+        rems_errmsg_oom(errmsg);
+        return REMS_ENOMEM;
+    }
+    memcpy(out, b.data, b.len);
+    *buf = out;
+    *len = b.len;
+    rems_buf_close(&b);
+    return 0;
+}
+
+/* Fields seen, to refuse duplicates and to check required ones. */
+enum {
+    F_V = 1u << 0,
+    F_TYPE = 1u << 1,
+    F_TIME = 1u << 2,
+    F_TRACE = 1u << 3,
+    F_REQ = 1u << 4,
+    F_USER = 1u << 5,
+    F_REASON = 1u << 6,
+    F_BODY = 1u << 7,
+};
+
+static int bad(char *errmsg, const char *field, const char *rule)
+{
+    rems_errmsgf(errmsg, "entry: %s: %s", field, rule);
+    return REMS_EMALFORMED;
+}
+
+static int read_limited_str(struct mpread *r,
+                            const char *field,
+                            size_t max,
+                            const char **s,
+                            size_t *len,
+                            char *errmsg)
+{
+    if (mpread_str(r, s, len) != 0) {
+        return bad(errmsg, field, "must be a string");
+    }
+    if (*len > max) {
+        rems_errmsgf(errmsg, "entry: %s: %zu bytes, at most %zu allowed",
+                     field, *len, max);
+        return REMS_EMALFORMED;
+    }
+    return 0;
+}
+
+static int decode_body(struct mpread *r,
+                       struct statemachine_entry *e,
+                       char *errmsg)
+{
+    uint32_t n;
+    uint32_t i;
+    bool have_key = false;
+    bool have_value = false;
+    bool have_id = false;
+    int rv;
+
+    if (mpread_map(r, &n) != 0) {
+        return bad(errmsg, "body", "must be a map");
+    }
+    for (i = 0; i < n; i++) {
+        const char *k;
+        size_t kl;
+        if (mpread_str(r, &k, &kl) != 0) {
+            return bad(errmsg, "body", "keys must be strings");
+        }
+        if (mpread_streq(k, kl, "key")) {
+            rv = read_limited_str(r, "body.key", STATEMACHINE_KEY_MAX, &e->key,
+                                  &e->key_len, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+            have_key = true;
+        } else if (mpread_streq(k, kl, "value")) {
+            const void *v;
+            if (mpread_bytes(r, &v, &e->value_len) != 0) {
+                return bad(errmsg, "body.value", "must be bytes");
+            }
+            e->value = v;
+            have_value = true;
+        } else if (mpread_streq(k, kl, "if_revision")) {
+            if (mpread_u64(r, &e->if_revision) != 0) {
+                return bad(errmsg, "body.if_revision",
+                           "must be an unsigned integer");
+            }
+            e->has_if_revision = true;
+        } else if (mpread_streq(k, kl, "id")) {
+            if (mpread_u64(r, &e->member_id) != 0 || e->member_id == 0) {
+                return bad(errmsg, "body.id", "must be an integer >= 1");
+            }
+            have_id = true;
+        } else if (mpread_streq(k, kl, "raft_address")) {
+            rv = read_limited_str(r, "body.raft_address",
+                                  STATEMACHINE_ADDR_MAX, &e->raft_address,
+                                  &e->raft_address_len, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (mpread_streq(k, kl, "api_address")) {
+            rv = read_limited_str(r, "body.api_address",
+                                  STATEMACHINE_ADDR_MAX, &e->api_address,
+                                  &e->api_address_len, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (mpread_skip(r) != 0) {
+            return bad(errmsg, "body", "truncated");
+        }
+    }
+    switch (e->type) {
+        case STATEMACHINE_ENTRY_POLICY_PUT:
+            if (!have_value) {
+                return bad(errmsg, "body.value", "required");
+            }
+            /* fall through */
+        case STATEMACHINE_ENTRY_POLICY_DELETE:
+            if (!have_key) {
+                return bad(errmsg, "body.key", "required");
+            }
+            return statemachine_key_check(e->key, e->key_len, errmsg) == 0
+                       ? 0
+                       : REMS_EMALFORMED;
+        case STATEMACHINE_ENTRY_MEMBER_SET:
+            if (e->raft_address == NULL || e->api_address == NULL) {
+                return bad(errmsg, "body.raft_address", "required");
+            }
+            /* fall through */
+        case STATEMACHINE_ENTRY_MEMBER_DELETE:
+            if (!have_id) {
+                return bad(errmsg, "body.id", "required");
+            }
+            return 0;
+        default:
+            return 0;
+    }
+}
+
+int statemachine_entry_decode(const void *buf,
+                              size_t len,
+                              struct statemachine_entry *e,
+                              char *errmsg)
+{
+    struct mpread r;
+    uint32_t n;
+    uint32_t i;
+    unsigned seen = 0;
+    uint64_t u;
+    struct mpread body;
+    int rv;
+
+    memset(e, 0, sizeof *e);
+    mpread_init(&r, buf, len);
+    if (mpread_map(&r, &n) != 0) {
+        return bad(errmsg, "envelope", "must be a map");
+    }
+    memset(&body, 0, sizeof body);
+    for (i = 0; i < n; i++) {
+        const char *k;
+        size_t kl;
+        unsigned bit = 0;
+        if (mpread_str(&r, &k, &kl) != 0) {
+            return bad(errmsg, "envelope", "keys must be strings");
+        }
+        if (mpread_streq(k, kl, "v")) {
+            bit = F_V;
+            if (mpread_u64(&r, &u) != 0) {
+                return bad(errmsg, "v", "must be an unsigned integer");
+            }
+            if (u != STATEMACHINE_ENVELOPE_VERSION) {
+                rems_errmsgf(errmsg,
+                             "entry: v: version %llu is not supported "
+                             "(this node reads version %d)",
+                             (unsigned long long)u,
+                             STATEMACHINE_ENVELOPE_VERSION);
+                return REMS_EUNSUPPORTED;
+            }
+            e->version = (unsigned)u;
+        } else if (mpread_streq(k, kl, "type")) {
+            bit = F_TYPE;
+            if (mpread_u64(&r, &u) != 0) {
+                return bad(errmsg, "type", "must be an unsigned integer");
+            }
+            if (u == 0 || u >= STATEMACHINE_ENTRY_TYPE_NR) {
+                rems_errmsgf(errmsg, "entry: type: unknown entry type %llu",
+                             (unsigned long long)u);
+                return REMS_EUNSUPPORTED;
+            }
+            e->type = (int)u;
+        } else if (mpread_streq(k, kl, "time_ms")) {
+            bit = F_TIME;
+            if (mpread_u64(&r, &e->time_ms) != 0) {
+                return bad(errmsg, "time_ms", "must be an unsigned integer");
+            }
+        } else if (mpread_streq(k, kl, "trace_id")) {
+            bit = F_TRACE;
+            rv = read_limited_str(&r, "trace_id", STATEMACHINE_ID_MAX,
+                                  &e->trace_id, &e->trace_id_len, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (mpread_streq(k, kl, "request_id")) {
+            bit = F_REQ;
+            rv = read_limited_str(&r, "request_id", STATEMACHINE_ID_MAX,
+                                  &e->request_id, &e->request_id_len, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (mpread_streq(k, kl, "requested_by")) {
+            bit = F_USER;
+            rv = read_limited_str(&r, "requested_by", STATEMACHINE_USER_MAX,
+                                  &e->requested_by, &e->requested_by_len,
+                                  errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (mpread_streq(k, kl, "reason")) {
+            bit = F_REASON;
+            rv = read_limited_str(&r, "reason", STATEMACHINE_REASON_MAX,
+                                  &e->reason, &e->reason_len, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (mpread_streq(k, kl, "body")) {
+            bit = F_BODY;
+            /* Decoded once the type is known, whatever the field order. */
+            body = r;
+            if (mpread_skip(&r) != 0) {
+                return bad(errmsg, "body", "truncated");
+            }
+        } else if (mpread_skip(&r) != 0) {
+            return bad(errmsg, "envelope", "truncated");
+        }
+        if (bit != 0) {
+            if (seen & bit) {
+                rems_errmsgf(errmsg, "entry: %.*s: appears twice", (int)kl, k);
+                return REMS_EMALFORMED;
+            }
+            seen |= bit;
+        }
+    }
+    if (!mpread_done(&r)) {
+        return bad(errmsg, "envelope", "trailing bytes");
+    }
+    if (!(seen & F_V)) {
+        return bad(errmsg, "v", "required");
+    }
+    if (!(seen & F_TYPE)) {
+        return bad(errmsg, "type", "required");
+    }
+    if (!(seen & F_TIME)) {
+        return bad(errmsg, "time_ms", "required");
+    }
+    if (!(seen & F_BODY)) {
+        return bad(errmsg, "body", "required");
+    }
+    return decode_body(&body, e, errmsg);
+}
+
+int statemachine_key_check(const char *key, size_t len, char *errmsg)
+{
+    size_t i;
+    size_t seg = 0; /* Start of the current segment. */
+    if (len == 0 || len > STATEMACHINE_KEY_MAX) {
+        rems_errmsgf(errmsg, "key: must be 1 to %d bytes long",
+                     STATEMACHINE_KEY_MAX);
+        return REMS_EINVAL;
+    }
+    for (i = 0; i <= len; i++) {
+        char c = i < len ? key[i] : '/';
+        if (c == '/') {
+            size_t sl = i - seg;
+            if (sl == 0) {
+                rems_errmsgf(errmsg, "key: must not start or end with '/' "
+                                     "or contain '//'");
+                return REMS_EINVAL;
+            }
+            if ((sl == 1 && key[seg] == '.') ||
+                (sl == 2 && key[seg] == '.' && key[seg + 1] == '.')) {
+                rems_errmsgf(errmsg,
+                             "key: must not contain a '.' or '..' segment");
+                return REMS_EINVAL;
+            }
+            seg = i + 1;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')) {
+            rems_errmsgf(errmsg,
+                         "key: byte %zu is not one of A-Z a-z 0-9 . _ - /",
+                         i);
+            return REMS_EINVAL;
+        }
+    }
+    return 0;
+}
