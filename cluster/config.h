@@ -48,7 +48,7 @@ void config_defaults(struct config *c);
  * values). Unknown keys, wrong types and values out of range are errors.
  * Returns 0, REMS_ECONFIG (errmsg: "<path>: <key>: <rule>", with the line
  * number when known, e.g. "node.yaml:3: election_timeout_ms: must be an
- * integer between 50 and 60000") or REMS_EIO (file unreadable). */
+ * integer between 50 and 60000") or REMS_EIO (file unreadable) or REMS_ENOMEM. */
 int config_load_file(struct config *c, const char *path, char *errmsg);
 
 /* Apply command-line options from @argv (not including the program name).

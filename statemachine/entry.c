@@ -67,6 +67,7 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
     struct rems_buf b;
     msgpack_packer pk;
     void *out;
+    size_t padded;
     int rv;
 
     PRE(e->type > 0 && e->type < STATEMACHINE_ENTRY_TYPE_NR);
@@ -143,15 +144,19 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
         rems_errmsg_oom(errmsg);
         return REMS_ENOMEM;
     }
-    out = alloc(b.len);
+    /* raft_uv stores entries whose length is a multiple of 8: pad with
+     * zero bytes, which decoding accepts after the envelope. */
+    padded = (b.len + 7) & ~(size_t)7;
+    out = alloc(padded);
     if (out == NULL) {
         rems_buf_close(&b);
         rems_errmsg_oom(errmsg);
         return REMS_ENOMEM;
     }
     memcpy(out, b.data, b.len);
+    memset((char *)out + b.len, 0, padded - b.len);
     *buf = out;
-    *len = b.len;
+    *len = padded;
     rems_buf_close(&b);
     return 0;
 }
@@ -386,8 +391,14 @@ int statemachine_entry_decode(const void *buf,
             seen |= bit;
         }
     }
-    if (!mpread_done(&r)) {
+    /* Up to 7 zero bytes of padding may follow (see encode). */
+    if ((size_t)(r.end - r.p) >= 8) {
         return bad(errmsg, "envelope", "trailing bytes");
+    }
+    for (; r.p < r.end; r.p++) {
+        if (*r.p != 0) {
+            return bad(errmsg, "envelope", "trailing bytes");
+        }
     }
     if (!(seen & F_V)) {
         return bad(errmsg, "v", "required");

@@ -5,6 +5,7 @@
  *
  *   {v, type, time_ms, trace_id, request_id, requested_by, reason, body}
  *
+ * padded with zero bytes to a multiple of 8 (raft_uv stores entries so),
  * where time_ms is the leader's wall clock at proposal and body depends on
  * the type. statemachine_apply() applies one committed entry in one LMDB
  * write transaction that also stores the entry's index as "last_applied",

@@ -1,0 +1,1438 @@
+/* The admin API: routing, validation, local reads, linearizable reads
+ * through the read index, writes on the leader and forwarding from
+ * followers.
+ *
+ * One `struct call` per request, freed when the answer is sent. Paths:
+ *
+ *   write on the leader:   validate -> cluster_node_propose -> answer
+ *   write on a follower:   validate -> forward to the leader's API (with
+ *                          X-Rems-Forwarded, and a request id so a retry
+ *                          is applied once) -> relay the answer
+ *   linearizable read:     leader: cluster_node_read_index -> read
+ *                          follower: GET /internal/read-index on the leader
+ *                          -> wait until applied -> read locally
+ *   stale read:            read locally at once
+ *
+ * A forwarded call that reaches a node which is not (or no longer) the
+ * leader is answered 503 not_leader rather than forwarded again, so calls
+ * never loop between nodes. */
+#include <jansson.h>
+#include <http_parser.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/http.h"
+#include "common/assert.h"
+#include "common/heap.h"
+#include "common/log.h"
+#include "common/mpread.h"
+#include "common/util.h"
+
+#define LIST_DEFAULT_LIMIT 100
+#define LIST_MAX_LIMIT 1000
+
+struct api_server {
+    uv_loop_t *loop;
+    struct config cfg;
+    struct http_server *http;
+    struct cluster_node *node;
+    api_close_cb close_cb;
+    void *close_data;
+    uint64_t requests_by_class[6]; /* 1xx..5xx */
+};
+
+enum call_kind {
+    CALL_POLICY_PUT = 1,
+    CALL_POLICY_DELETE,
+    CALL_POLICY_GET,
+    CALL_POLICY_LIST,
+    CALL_AUDIT_LIST,
+    CALL_MEMBER_ADD,
+    CALL_MEMBER_REMOVE,
+    CALL_MEMBER_ROLE,
+    CALL_TRANSFER,
+    CALL_READ_INDEX,
+};
+
+struct call {
+    struct api_server *s;
+    struct http_request *req;
+    int kind;
+    char trace_id[REMS_ID_SIZE + 32];
+    char request_id[REMS_ID_SIZE + 32];
+    char key[STATEMACHINE_KEY_MAX + 1];
+    size_t key_len;
+    char *value; /* Compact JSON of a put. */
+    bool has_if_match;
+    uint64_t if_match;
+    bool stale;
+    /* Lists. */
+    char prefix[STATEMACHINE_KEY_MAX + 1];
+    char after[STATEMACHINE_KEY_MAX + 1];
+    uint64_t after_index;
+    size_t limit;
+    /* Members. */
+    uint64_t member_id;
+    int role;
+    char raft_address[CONFIG_ADDR_SIZE];
+    char api_address[CONFIG_ADDR_SIZE];
+    /* In flight. */
+    struct cluster_write write;
+    struct cluster_wait wait;
+    struct cluster_forward forward;
+    struct cluster_change change;
+    uint64_t started_ms;
+};
+
+/* ------------------------------------------------------------------ */
+/* Answers.                                                             */
+
+static void call_free(struct call *c)
+{
+    rems_free(c->value);
+    rems_free(c);
+}
+
+/* Send @body (a JSON value, stolen) with @status and the usual headers. */
+static void respond_json(struct call *c,
+                         int status,
+                         json_t *body,
+                         const struct http_header *extra,
+                         size_t n_extra)
+{
+    struct api_server *s = c->s;
+    struct http_header h[12];
+    size_t nh = 0;
+    char index[32];
+    char leader[CONFIG_ADDR_SIZE];
+    char *text;
+    size_t i;
+
+    leader[0] = '\0';
+    h[nh].name = "Content-Type";
+    h[nh++].value = "application/json";
+    h[nh].name = "X-Rems-Trace-Id";
+    h[nh++].value = c->trace_id;
+    if (s->node != NULL) {
+        struct cluster_status st;
+        cluster_node_status(s->node, &st);
+        snprintf(index, sizeof index, "%" PRIu64, st.applied_index);
+        h[nh].name = "X-Rems-Index";
+        h[nh++].value = index;
+        if (st.leader_api_address[0] != '\0') {
+            snprintf(leader, sizeof leader, "%s", st.leader_api_address);
+            h[nh].name = "X-Rems-Leader";
+            h[nh++].value = leader;
+        }
+    }
+    for (i = 0; i < n_extra && nh < REMS_ARRAY_SIZE(h); i++) {
+        h[nh++] = extra[i];
+    }
+    text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (status >= 100 && status < 600) {
+        s->requests_by_class[status / 100]++;
+    }
+    {
+        struct rems_log_line l;
+        rems_log_begin(&l, REMS_LOG_DEBUG, "http_request");
+        rems_log_str(&l, "path", c->req->path);
+        rems_log_i64(&l, "status", status);
+        rems_log_str(&l, "trace_id", c->trace_id);
+        rems_log_u64(&l, "ms", rems_mono_ms() - c->started_ms);
+        rems_log_end(&l);
+    }
+    http_request_respond(c->req, status, h, nh, text != NULL ? text : "{}",
+                         text != NULL ? strlen(text) : 2);
+    free(text); /* jansson allocates with malloc. */
+    call_free(c);
+}
+
+static void respond_error(struct call *c,
+                          int status,
+                          const char *code,
+                          const char *message,
+                          const char *field)
+{
+    json_t *err = json_object();
+    json_t *body = json_object();
+    struct http_header h[1];
+    size_t nh = 0;
+
+    json_object_set_new(err, "code", json_string(code));
+    json_object_set_new(err, "message", json_string(message));
+    if (field != NULL) {
+        json_object_set_new(err, "field", json_string(field));
+    }
+    json_object_set_new(body, "error", err);
+    if (status == 503) {
+        h[nh].name = "Retry-After";
+        h[nh++].value = "1";
+    }
+    respond_json(c, status, body, h, nh);
+}
+
+/* Map a REMS_E* code of a write or read to an answer. */
+static void respond_status(struct call *c, int rv, const char *message)
+{
+    switch (rv) {
+        case REMS_ENOTLEADER:
+        case REMS_ENOLEADER:
+            respond_error(c, 503, "no_leader", message, NULL);
+            break;
+        case REMS_ELEADERSHIPLOST:
+            respond_error(c, 503, "unavailable",
+                          "leadership was lost while the write was in "
+                          "flight: its outcome is unknown; retry with the "
+                          "same X-Rems-Request-Id",
+                          NULL);
+            break;
+        case REMS_ESHUTDOWN:
+            respond_error(c, 503, "unavailable", "node is shutting down",
+                          NULL);
+            break;
+        case REMS_ETIMEDOUT:
+            respond_error(c, 504, "timeout", message, NULL);
+            break;
+        case REMS_ENOTFOUND:
+            respond_error(c, 404, "not_found", message, NULL);
+            break;
+        case REMS_EINVAL:
+            respond_error(c, 422, "unprocessable", message, NULL);
+            break;
+        case REMS_EEXIST:
+            respond_error(c, 409, "conflict", message, "id");
+            break;
+        case REMS_EBUSY:
+            respond_error(c, 409, "conflict", message, NULL);
+            break;
+        default:
+            respond_error(c, 500, "internal", message, NULL);
+            break;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Reads from the local store.                                          */
+
+static json_t *policy_json(const struct statemachine_policy *p, bool *bad)
+{
+    json_t *o = json_object();
+    json_error_t jerr;
+    json_t *value = json_loadb(p->value, p->value_len, 0, &jerr);
+    if (value == NULL) {
+        *bad = true;
+        value = json_null();
+    }
+    json_object_set_new(o, "key", json_stringn(p->key, p->key_len));
+    json_object_set_new(o, "value", value);
+    json_object_set_new(o, "revision", json_integer((json_int_t)p->revision));
+    json_object_set_new(o, "created_index",
+                        json_integer((json_int_t)p->created_index));
+    json_object_set_new(o, "modified_index",
+                        json_integer((json_int_t)p->modified_index));
+    return o;
+}
+
+struct list_ctx {
+    json_t *items;
+    char last[STATEMACHINE_KEY_MAX + 1];
+    uint64_t last_index;
+    bool bad;
+};
+
+static int list_visit(void *data, const struct statemachine_policy *p)
+{
+    struct list_ctx *l = data;
+    json_array_append_new(l->items, policy_json(p, &l->bad));
+    memcpy(l->last, p->key, p->key_len);
+    l->last[p->key_len] = '\0';
+    return 0;
+}
+
+static json_t *nstr(const char *s, size_t len)
+{
+    return json_stringn(s != NULL ? s : "", s != NULL ? len : 0);
+}
+
+static int audit_visit(void *data, const struct statemachine_audit *a)
+{
+    struct list_ctx *l = data;
+    json_t *o = json_object();
+    json_object_set_new(o, "index", json_integer((json_int_t)a->index));
+    json_object_set_new(o, "time_ms", json_integer((json_int_t)a->time_ms));
+    json_object_set_new(o, "type",
+                        json_string(statemachine_entry_type_name(a->type)));
+    json_object_set_new(o, "key", nstr(a->key, a->key_len));
+    json_object_set_new(o, "requested_by",
+                        nstr(a->requested_by, a->requested_by_len));
+    json_object_set_new(o, "reason", nstr(a->reason, a->reason_len));
+    json_object_set_new(o, "trace_id", nstr(a->trace_id, a->trace_id_len));
+    json_object_set_new(o, "request_id",
+                        nstr(a->request_id, a->request_id_len));
+    json_object_set_new(o, "result",
+                        json_string(a->code == 0 ? "ok"
+                                    : a->code == REMS_ECONFLICT
+                                        ? "conflict"
+                                    : a->code == REMS_ENOTFOUND
+                                        ? "not_found"
+                                        : rems_errname(a->code)));
+    json_object_set_new(o, "revision", json_integer((json_int_t)a->revision));
+    json_array_append_new(l->items, o);
+    l->last_index = a->index;
+    return 0;
+}
+
+static void read_local(struct call *c)
+{
+    struct storage_txn *t;
+    char errmsg[REMS_ERRMSG_SIZE];
+    struct list_ctx l;
+    json_t *body;
+    bool more = false;
+    int rv;
+
+    rv = storage_txn_begin(cluster_node_storage(c->s->node), false, &t,
+                           errmsg);
+    if (rv != 0) {
+        respond_error(c, 500, "internal", errmsg, NULL);
+        return;
+    }
+    memset(&l, 0, sizeof l);
+    if (c->kind == CALL_POLICY_GET) {
+        struct statemachine_policy p;
+        char rev[32];
+        struct http_header h[1];
+        rv = statemachine_policy_get(t, c->key, c->key_len, &p, errmsg);
+        if (rv == REMS_ENOTFOUND) {
+            storage_txn_abort(t);
+            rems_errmsgf(errmsg, "no policy with key %s", c->key);
+            respond_error(c, 404, "not_found", errmsg, "key");
+            return;
+        }
+        if (rv != 0) {
+            storage_txn_abort(t);
+            respond_error(c, 500, "internal", errmsg, NULL);
+            return;
+        }
+        body = policy_json(&p, &l.bad);
+        snprintf(rev, sizeof rev, "%" PRIu64, p.revision);
+        storage_txn_abort(t);
+        h[0].name = "X-Rems-Revision";
+        h[0].value = rev;
+        respond_json(c, 200, body, h, 1);
+        return;
+    }
+    l.items = json_array();
+    if (c->kind == CALL_POLICY_LIST) {
+        rv = statemachine_policy_list(t, c->prefix, strlen(c->prefix),
+                                      c->after, strlen(c->after), c->limit,
+                                      list_visit, &l, &more, errmsg);
+    } else {
+        rv = statemachine_audit_list(t, c->after_index, c->limit, audit_visit,
+                                     &l, &more, errmsg);
+    }
+    storage_txn_abort(t);
+    if (rv != 0) {
+        json_decref(l.items);
+        respond_error(c, 500, "internal", errmsg, NULL);
+        return;
+    }
+    body = json_object();
+    json_object_set_new(body, "items", l.items);
+    if (c->kind == CALL_POLICY_LIST) {
+        json_object_set_new(body, "next_after",
+                            more ? json_string(l.last) : json_null());
+    } else {
+        json_object_set_new(body, "next_after",
+                            more ? json_integer((json_int_t)l.last_index)
+                                 : json_null());
+    }
+    {
+        struct cluster_status st;
+        cluster_node_status(c->s->node, &st);
+        json_object_set_new(body, "index",
+                            json_integer((json_int_t)st.applied_index));
+    }
+    respond_json(c, 200, body, NULL, 0);
+}
+
+static void applied_cb(struct cluster_wait *w, int status, uint64_t index)
+{
+    struct call *c = w->data;
+    (void)index;
+    if (status != 0) {
+        respond_status(c, status,
+                       status == REMS_ETIMEDOUT
+                           ? "this node did not apply the read index in time"
+                           : rems_strerror(status));
+        return;
+    }
+    read_local(c);
+}
+
+static void read_index_cb(struct cluster_wait *w, int status, uint64_t index)
+{
+    struct call *c = w->data;
+    if (status != 0) {
+        respond_status(c, status, "leadership could not be confirmed");
+        return;
+    }
+    if (c->kind == CALL_READ_INDEX) {
+        json_t *body = json_object();
+        json_object_set_new(body, "index", json_integer((json_int_t)index));
+        respond_json(c, 200, body, NULL, 0);
+        return;
+    }
+    read_local(c);
+}
+
+static void forwarded_read_index_cb(struct cluster_forward *f,
+                                    int status,
+                                    long http_status,
+                                    const char *body,
+                                    size_t len)
+{
+    struct call *c = f->data;
+    json_error_t jerr;
+    json_t *o;
+    json_t *idx;
+
+    if (status != 0) {
+        respond_error(c, status == REMS_ETIMEDOUT ? 504 : 503,
+                      status == REMS_ETIMEDOUT ? "timeout" : "no_leader",
+                      f->errmsg, NULL);
+        return;
+    }
+    if (http_status != 200) {
+        respond_error(c, 503, "no_leader",
+                      "the leader could not confirm its leadership", NULL);
+        return;
+    }
+    o = json_loadb(body, len, 0, &jerr);
+    idx = o != NULL ? json_object_get(o, "index") : NULL;
+    if (!json_is_integer(idx) || json_integer_value(idx) < 0) {
+        json_decref(o);
+        respond_error(c, 502, "internal", "bad read-index answer", NULL);
+        return;
+    }
+    c->wait.data = c;
+    cluster_node_wait_applied(c->s->node, &c->wait,
+                              (uint64_t)json_integer_value(idx),
+                              c->s->cfg.forward_timeout_ms, applied_cb);
+    json_decref(o);
+}
+
+static void do_read(struct call *c)
+{
+    struct cluster_status st;
+    int rv;
+
+    if (c->stale) {
+        read_local(c);
+        return;
+    }
+    cluster_node_status(c->s->node, &st);
+    if (st.role == CLUSTER_ROLE_LEADER) {
+        c->wait.data = c;
+        rv = cluster_node_read_index(c->s->node, &c->wait, read_index_cb);
+        if (rv != 0) {
+            respond_status(c, rv, "this node is not the leader");
+        }
+        return;
+    }
+    if (st.leader_api_address[0] == '\0') {
+        respond_error(c, 503, "no_leader",
+                      "no leader is known; use consistency=stale for a "
+                      "local read",
+                      NULL);
+        return;
+    }
+    {
+        const char *hdr[1];
+        char trace[128];
+        snprintf(trace, sizeof trace, "X-Rems-Trace-Id: %s", c->trace_id);
+        hdr[0] = trace;
+        c->forward.data = c;
+        rv = cluster_node_forward(c->s->node, &c->forward,
+                                  st.leader_api_address, "GET",
+                                  "/internal/read-index", hdr, 1, NULL, 0,
+                                  c->s->cfg.forward_timeout_ms,
+                                  forwarded_read_index_cb);
+        if (rv != 0) {
+            respond_status(c, rv, "cannot reach the leader");
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Writes.                                                              */
+
+static void write_cb(struct cluster_write *w,
+                     int status,
+                     const struct statemachine_result *res)
+{
+    struct call *c = w->data;
+    json_t *body;
+    char rev[32];
+    struct http_header h[1];
+    char msg[REMS_ERRMSG_SIZE];
+
+    if (status != 0) {
+        respond_status(c, status, rems_strerror(status));
+        return;
+    }
+    if (res->code == REMS_ECONFLICT) {
+        json_t *err = json_object();
+        body = json_object();
+        snprintf(msg, sizeof msg, "revision is %" PRIu64
+                                  ", If-Match asked for %" PRIu64,
+                 res->current_revision, c->if_match);
+        json_object_set_new(err, "code", json_string("conflict"));
+        json_object_set_new(err, "message", json_string(msg));
+        json_object_set_new(err, "field", json_string("If-Match"));
+        json_object_set_new(err, "current_revision",
+                            json_integer((json_int_t)res->current_revision));
+        json_object_set_new(body, "error", err);
+        respond_json(c, 409, body, NULL, 0);
+        return;
+    }
+    if (res->code == REMS_ENOTFOUND) {
+        snprintf(msg, sizeof msg, "no policy with key %s", c->key);
+        respond_error(c, 404, "not_found", msg, "key");
+        return;
+    }
+    if (res->code != 0) {
+        respond_error(c, 500, "internal", rems_strerror(res->code), NULL);
+        return;
+    }
+    body = json_object();
+    json_object_set_new(body, "key", json_string(c->key));
+    json_object_set_new(body, "revision", json_integer((json_int_t)res->revision));
+    if (c->kind == CALL_POLICY_PUT) {
+        json_object_set_new(body, "created", json_boolean(res->created));
+    } else {
+        json_object_set_new(body, "deleted", json_true());
+    }
+    json_object_set_new(body, "index", json_integer((json_int_t)res->index));
+    if (res->duplicate) {
+        json_object_set_new(body, "duplicate", json_true());
+    }
+    snprintf(rev, sizeof rev, "%" PRIu64, res->revision);
+    h[0].name = "X-Rems-Revision";
+    h[0].value = rev;
+    respond_json(c, 200, body, h, 1);
+}
+
+static const char *role_name(int role)
+{
+    return role == RAFT_VOTER     ? "voter"
+           : role == RAFT_STANDBY ? "standby"
+                                  : "spare";
+}
+
+static void change_cb(struct cluster_change *ch,
+                      int status,
+                      const char *errmsg)
+{
+    struct call *c = ch->data;
+    json_t *body;
+    if (status != 0) {
+        respond_status(c, status, errmsg);
+        return;
+    }
+    body = json_object();
+    switch (c->kind) {
+        case CALL_MEMBER_ADD:
+        case CALL_MEMBER_ROLE:
+            json_object_set_new(body, "id",
+                                json_integer((json_int_t)c->member_id));
+            json_object_set_new(body, "role", json_string(role_name(c->role)));
+            break;
+        case CALL_MEMBER_REMOVE:
+            json_object_set_new(body, "id",
+                                json_integer((json_int_t)c->member_id));
+            json_object_set_new(body, "removed", json_true());
+            break;
+        default:
+            json_object_set_new(body, "leader_id",
+                                json_integer((json_int_t)ch->id));
+            break;
+    }
+    respond_json(c, 200, body, NULL, 0);
+}
+
+static void forwarded_cb(struct cluster_forward *f,
+                         int status,
+                         long http_status,
+                         const char *body,
+                         size_t len)
+{
+    struct call *c = f->data;
+    json_error_t jerr;
+    json_t *o;
+
+    if (status != 0) {
+        respond_error(c, status == REMS_ETIMEDOUT ? 504 : 503,
+                      status == REMS_ETIMEDOUT ? "timeout" : "no_leader",
+                      f->errmsg, NULL);
+        return;
+    }
+    o = json_loadb(body, len, 0, &jerr);
+    if (o == NULL) {
+        respond_error(c, 502, "internal", "the leader's answer is not JSON",
+                      NULL);
+        return;
+    }
+    {
+        struct http_header h[2];
+        size_t nh = 0;
+        char rev[32];
+        json_t *r = json_object_get(o, "revision");
+        if (http_status == 200 && json_is_integer(r)) {
+            snprintf(rev, sizeof rev, "%" JSON_INTEGER_FORMAT,
+                     json_integer_value(r));
+            h[nh].name = "X-Rems-Revision";
+            h[nh++].value = rev;
+        }
+        if (http_status == 503) {
+            h[nh].name = "Retry-After";
+            h[nh++].value = "1";
+        }
+        respond_json(c, (int)http_status, o, h, nh);
+    }
+}
+
+/* Forward the call unchanged to the leader's API. */
+static void forward_write(struct call *c, const char *leader_api)
+{
+    const char *hdr[8];
+    char lines[8][700];
+    size_t nh = 0;
+    static const char *const copy[] = {"content-type", "if-match",
+                                       "x-rems-user", "x-rems-reason"};
+    char path[2048];
+    size_t i;
+    int rv;
+
+    snprintf(lines[nh], sizeof lines[nh], "X-Rems-Forwarded: 1");
+    hdr[nh] = lines[nh];
+    nh++;
+    snprintf(lines[nh], sizeof lines[nh], "X-Rems-Trace-Id: %s", c->trace_id);
+    hdr[nh] = lines[nh];
+    nh++;
+    snprintf(lines[nh], sizeof lines[nh], "X-Rems-Request-Id: %s",
+             c->request_id);
+    hdr[nh] = lines[nh];
+    nh++;
+    for (i = 0; i < REMS_ARRAY_SIZE(copy); i++) {
+        const char *v = http_request_header(c->req, copy[i]);
+        if (v != NULL) {
+            snprintf(lines[nh], sizeof lines[nh], "%s: %s", copy[i], v);
+            hdr[nh] = lines[nh];
+            nh++;
+        }
+    }
+    snprintf(path, sizeof path, "%s%s%s", c->req->raw_path,
+             c->req->query != NULL ? "?" : "",
+             c->req->query != NULL ? c->req->query : "");
+    c->forward.data = c;
+    rv = cluster_node_forward(c->s->node, &c->forward, leader_api,
+                              http_method_str((enum http_method)c->req->method),
+                              path, hdr, nh, c->req->body, c->req->body_len,
+                              c->s->cfg.forward_timeout_ms, forwarded_cb);
+    if (rv != 0) {
+        respond_status(c, rv, "cannot forward to the leader");
+    }
+}
+
+static void fill_entry_meta(struct call *c, struct statemachine_entry *e)
+{
+    const char *user = http_request_header(c->req, "x-rems-user");
+    const char *reason = http_request_header(c->req, "x-rems-reason");
+    e->time_ms = rems_wall_ms();
+    e->trace_id = c->trace_id;
+    e->trace_id_len = strlen(c->trace_id);
+    e->request_id = c->request_id;
+    e->request_id_len = strlen(c->request_id);
+    e->requested_by = user != NULL ? user : "anonymous";
+    e->requested_by_len = strlen(e->requested_by);
+    e->reason = reason != NULL ? reason : "";
+    e->reason_len = strlen(e->reason);
+}
+
+static void do_write(struct call *c)
+{
+    struct cluster_status st;
+    char errmsg[REMS_ERRMSG_SIZE];
+    int rv = 0;
+
+    cluster_node_status(c->s->node, &st);
+    if (st.role != CLUSTER_ROLE_LEADER) {
+        if (http_request_header(c->req, "x-rems-forwarded") != NULL) {
+            respond_error(c, 503, "no_leader",
+                          "this node is no longer the leader", NULL);
+        } else if (st.leader_api_address[0] == '\0') {
+            respond_error(c, 503, "no_leader",
+                          "no leader is known; retry later", NULL);
+        } else {
+            forward_write(c, st.leader_api_address);
+        }
+        return;
+    }
+    errmsg[0] = '\0';
+    switch (c->kind) {
+        case CALL_POLICY_PUT:
+        case CALL_POLICY_DELETE: {
+            struct statemachine_entry e;
+            memset(&e, 0, sizeof e);
+            e.type = c->kind == CALL_POLICY_PUT
+                         ? STATEMACHINE_ENTRY_POLICY_PUT
+                         : STATEMACHINE_ENTRY_POLICY_DELETE;
+            fill_entry_meta(c, &e);
+            e.key = c->key;
+            e.key_len = c->key_len;
+            e.value = c->value;
+            e.value_len = c->value != NULL ? strlen(c->value) : 0;
+            e.has_if_revision = c->has_if_match;
+            e.if_revision = c->if_match;
+            c->write.data = c;
+            rv = cluster_node_propose(c->s->node, &c->write, &e, write_cb,
+                                      errmsg);
+            break;
+        }
+        case CALL_MEMBER_ADD:
+            c->change.data = c;
+            rv = cluster_node_member_add(c->s->node, &c->change, c->member_id,
+                                         c->raft_address, c->api_address,
+                                         c->role, change_cb, errmsg);
+            break;
+        case CALL_MEMBER_REMOVE:
+            c->change.data = c;
+            if (c->member_id == st.id) {
+                /* Hand leadership over first; the caller retries and the
+                 * new leader removes this node. */
+                rv = cluster_node_transfer(c->s->node, &c->change, 0,
+                                           change_cb, errmsg);
+                if (rv == 0) {
+                    c->kind = CALL_TRANSFER;
+                }
+                break;
+            }
+            rv = cluster_node_member_remove(c->s->node, &c->change,
+                                            c->member_id, change_cb, errmsg);
+            break;
+        case CALL_MEMBER_ROLE:
+            c->change.data = c;
+            rv = cluster_node_member_assign(c->s->node, &c->change,
+                                            c->member_id, c->role, change_cb,
+                                            errmsg);
+            break;
+        case CALL_TRANSFER:
+            c->change.data = c;
+            rv = cluster_node_transfer(c->s->node, &c->change, c->member_id,
+                                       change_cb, errmsg);
+            break;
+        default:
+            REMS_ASSERT(false);
+    }
+    if (rv != 0) {
+        respond_status(c, rv, errmsg[0] != '\0' ? errmsg : rems_strerror(rv));
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Status, health, metrics.                                             */
+
+static json_t *members_json(const struct cluster_status *st)
+{
+    json_t *a = json_array();
+    size_t i;
+    for (i = 0; i < st->n_members; i++) {
+        const struct cluster_member *m = &st->members[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "id", json_integer((json_int_t)m->id));
+        json_object_set_new(o, "raft_address", json_string(m->raft_address));
+        json_object_set_new(o, "api_address",
+                            m->api_address[0] != '\0'
+                                ? json_string(m->api_address)
+                                : json_null());
+        json_object_set_new(o, "role", json_string(role_name(m->role)));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+static void serve_status(struct call *c)
+{
+    struct cluster_status st;
+    json_t *body = json_object();
+    cluster_node_status(c->s->node, &st);
+    json_object_set_new(body, "node_id", json_integer((json_int_t)st.id));
+    json_object_set_new(body, "role", json_string(cluster_role_name(st.role)));
+    json_object_set_new(body, "term", json_integer((json_int_t)st.term));
+    if (st.leader_id != 0) {
+        json_t *l = json_object();
+        json_object_set_new(l, "id", json_integer((json_int_t)st.leader_id));
+        json_object_set_new(l, "raft_address",
+                            json_string(st.leader_raft_address));
+        json_object_set_new(l, "api_address",
+                            st.leader_api_address[0] != '\0'
+                                ? json_string(st.leader_api_address)
+                                : json_null());
+        json_object_set_new(body, "leader", l);
+    } else {
+        json_object_set_new(body, "leader", json_null());
+    }
+    json_object_set_new(body, "members", members_json(&st));
+    json_object_set_new(body, "commit_index",
+                        json_integer((json_int_t)st.commit_index));
+    json_object_set_new(body, "applied_index",
+                        json_integer((json_int_t)st.applied_index));
+    json_object_set_new(body, "last_index",
+                        json_integer((json_int_t)st.last_index));
+    json_object_set_new(body, "last_contact_ms",
+                        json_integer((json_int_t)st.last_contact_ms));
+    json_object_set_new(body, "leader_ready", json_boolean(st.leader_ready));
+    json_object_set_new(body, "version", json_string(REMS_VERSION));
+    respond_json(c, 200, body, NULL, 0);
+}
+
+static void serve_members(struct call *c)
+{
+    struct cluster_status st;
+    json_t *body = json_object();
+    cluster_node_status(c->s->node, &st);
+    json_object_set_new(body, "members", members_json(&st));
+    json_object_set_new(body, "leader_id",
+                        json_integer((json_int_t)st.leader_id));
+    respond_json(c, 200, body, NULL, 0);
+}
+
+static void serve_readyz(struct call *c)
+{
+    struct cluster_status st;
+    char why[128];
+    json_t *body = json_object();
+    cluster_node_status(c->s->node, &st);
+    if (st.leader_id == 0) {
+        json_object_set_new(body, "ready", json_false());
+        json_object_set_new(body, "reason", json_string("no leader known"));
+        respond_json(c, 503, body, NULL, 0);
+        return;
+    }
+    if (st.applied_index < st.commit_index) {
+        snprintf(why, sizeof why, "applying: applied %" PRIu64 " of %" PRIu64,
+                 st.applied_index, st.commit_index);
+        json_object_set_new(body, "ready", json_false());
+        json_object_set_new(body, "reason", json_string(why));
+        respond_json(c, 503, body, NULL, 0);
+        return;
+    }
+    json_object_set_new(body, "ready", json_true());
+    respond_json(c, 200, body, NULL, 0);
+}
+
+static void serve_metrics(struct call *c)
+{
+    struct cluster_status st;
+    struct cluster_metrics m;
+    struct rems_buf b;
+    struct storage_txn *t;
+    char errmsg[REMS_ERRMSG_SIZE];
+    size_t policies = 0;
+    struct http_header h[1];
+    int i;
+
+    cluster_node_status(c->s->node, &st);
+    cluster_node_metrics(c->s->node, &m);
+    if (storage_txn_begin(cluster_node_storage(c->s->node), false, &t,
+                          errmsg) == 0) {
+        statemachine_policy_count(t, &policies, errmsg);
+        storage_txn_abort(t);
+    }
+    rems_buf_init(&b);
+    rems_buf_printf(&b,
+                    "# HELP rems_raft_term Current raft term.\n"
+                    "# TYPE rems_raft_term gauge\n"
+                    "rems_raft_term %" PRIu64 "\n"
+                    "# HELP rems_raft_commit_index Highest committed index.\n"
+                    "# TYPE rems_raft_commit_index gauge\n"
+                    "rems_raft_commit_index %" PRIu64 "\n"
+                    "# HELP rems_raft_applied_index Highest applied index.\n"
+                    "# TYPE rems_raft_applied_index gauge\n"
+                    "rems_raft_applied_index %" PRIu64 "\n"
+                    "# HELP rems_raft_is_leader 1 on the leader.\n"
+                    "# TYPE rems_raft_is_leader gauge\n"
+                    "rems_raft_is_leader %d\n"
+                    "# HELP rems_raft_last_contact_ms Since the leader was "
+                    "last heard.\n"
+                    "# TYPE rems_raft_last_contact_ms gauge\n"
+                    "rems_raft_last_contact_ms %" PRIu64 "\n",
+                    st.term, st.commit_index, st.applied_index,
+                    st.role == CLUSTER_ROLE_LEADER, st.last_contact_ms);
+    rems_buf_printf(&b,
+                    "# HELP rems_writes_total Writes proposed here, by "
+                    "result.\n"
+                    "# TYPE rems_writes_total counter\n"
+                    "rems_writes_total{result=\"ok\"} %" PRIu64 "\n"
+                    "rems_writes_total{result=\"failed\"} %" PRIu64 "\n"
+                    "# HELP rems_forwarded_total Calls sent to another "
+                    "node.\n"
+                    "# TYPE rems_forwarded_total counter\n"
+                    "rems_forwarded_total %" PRIu64 "\n"
+                    "# HELP rems_read_index_rounds_total Quorum rounds for "
+                    "linearizable reads.\n"
+                    "# TYPE rems_read_index_rounds_total counter\n"
+                    "rems_read_index_rounds_total %" PRIu64 "\n"
+                    "# HELP rems_snapshots_total Snapshots taken and "
+                    "restored.\n"
+                    "# TYPE rems_snapshots_total counter\n"
+                    "rems_snapshots_total{op=\"taken\"} %" PRIu64 "\n"
+                    "rems_snapshots_total{op=\"restored\"} %" PRIu64 "\n"
+                    "# HELP rems_elections_won_total Times this node became "
+                    "leader.\n"
+                    "# TYPE rems_elections_won_total counter\n"
+                    "rems_elections_won_total %" PRIu64 "\n"
+                    "# HELP rems_policies Stored policies.\n"
+                    "# TYPE rems_policies gauge\n"
+                    "rems_policies %zu\n"
+                    "# HELP rems_http_requests_total Answers by status "
+                    "class.\n"
+                    "# TYPE rems_http_requests_total counter\n",
+                    m.writes_ok, m.writes_failed, m.forwarded,
+                    m.read_index_rounds, m.snapshots_taken,
+                    m.snapshots_restored, m.elections_won, policies);
+    for (i = 1; i < 6; i++) {
+        rems_buf_printf(&b, "rems_http_requests_total{code=\"%dxx\"} %" PRIu64
+                            "\n",
+                        i, c->s->requests_by_class[i]);
+    }
+    h[0].name = "Content-Type";
+    h[0].value = "text/plain; version=0.0.4";
+    c->s->requests_by_class[2]++;
+    if (b.failed) {
+        rems_buf_close(&b);
+        respond_error(c, 500, "internal", "out of memory", NULL);
+        return;
+    }
+    http_request_respond(c->req, 200, h, 1, b.data, b.len);
+    rems_buf_close(&b);
+    call_free(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Parsing and routing.                                                 */
+
+/* Common write headers: If-Match, X-Rems-Request-Id, user, reason. */
+static bool parse_write_headers(struct call *c)
+{
+    const char *v;
+    char msg[REMS_ERRMSG_SIZE];
+
+    v = http_request_header(c->req, "if-match");
+    if (v != NULL) {
+        char tmp[32];
+        size_t len = strlen(v);
+        /* Accept an ETag-style quoted revision too. */
+        if (len >= 2 && v[0] == '"' && v[len - 1] == '"' && len < 32) {
+            memcpy(tmp, v + 1, len - 2);
+            tmp[len - 2] = '\0';
+            v = tmp;
+        }
+        if (rems_parse_u64(v, &c->if_match) != 0) {
+            respond_error(c, 400, "bad_request",
+                          "If-Match must be a revision (a non-negative "
+                          "integer)",
+                          "If-Match");
+            return false;
+        }
+        c->has_if_match = true;
+    }
+    v = http_request_header(c->req, "x-rems-request-id");
+    if (v != NULL) {
+        if (!rems_id_valid(v)) {
+            respond_error(c, 400, "bad_request",
+                          "X-Rems-Request-Id must be 1 to 64 characters of "
+                          "A-Z a-z 0-9 _ . : -",
+                          "X-Rems-Request-Id");
+            return false;
+        }
+        snprintf(c->request_id, sizeof c->request_id, "%s", v);
+    } else {
+        rems_id_random(c->request_id);
+    }
+    v = http_request_header(c->req, "x-rems-user");
+    if (v != NULL && (strlen(v) == 0 || strlen(v) > STATEMACHINE_USER_MAX)) {
+        snprintf(msg, sizeof msg, "X-Rems-User must be 1 to %d bytes",
+                 STATEMACHINE_USER_MAX);
+        respond_error(c, 400, "bad_request", msg, "X-Rems-User");
+        return false;
+    }
+    v = http_request_header(c->req, "x-rems-reason");
+    if (v != NULL && strlen(v) > STATEMACHINE_REASON_MAX) {
+        snprintf(msg, sizeof msg, "X-Rems-Reason must be at most %d bytes",
+                 STATEMACHINE_REASON_MAX);
+        respond_error(c, 400, "bad_request", msg, "X-Rems-Reason");
+        return false;
+    }
+    return true;
+}
+
+static bool parse_consistency(struct call *c)
+{
+    char v[32];
+    int rv = http_request_query(c->req, "consistency", v, sizeof v);
+    if (rv == 0) {
+        return true;
+    }
+    if (rv > 0 && strcmp(v, "stale") == 0) {
+        c->stale = true;
+        return true;
+    }
+    if (rv > 0 && strcmp(v, "linearizable") == 0) {
+        return true;
+    }
+    respond_error(c, 400, "bad_request",
+                  "consistency must be linearizable or stale", "consistency");
+    return false;
+}
+
+static bool parse_limit(struct call *c)
+{
+    char v[32];
+    uint64_t n;
+    int rv = http_request_query(c->req, "limit", v, sizeof v);
+    c->limit = LIST_DEFAULT_LIMIT;
+    if (rv == 0) {
+        return true;
+    }
+    if (rv < 0 || rems_parse_u64(v, &n) != 0 || n < 1 || n > LIST_MAX_LIMIT) {
+        respond_error(c, 400, "bad_request",
+                      "limit must be an integer between 1 and 1000", "limit");
+        return false;
+    }
+    c->limit = (size_t)n;
+    return true;
+}
+
+static bool parse_key(struct call *c, const char *key)
+{
+    char errmsg[REMS_ERRMSG_SIZE];
+    size_t len = strlen(key);
+    if (statemachine_key_check(key, len, errmsg) != 0) {
+        respond_error(c, 400, "bad_request", errmsg, "key");
+        return false;
+    }
+    memcpy(c->key, key, len + 1);
+    c->key_len = len;
+    return true;
+}
+
+static json_t *parse_body_object(struct call *c)
+{
+    json_error_t jerr;
+    json_t *o;
+    char msg[REMS_ERRMSG_SIZE];
+    if (c->req->body_len == 0) {
+        respond_error(c, 400, "bad_request", "a JSON object body is required",
+                      "body");
+        return NULL;
+    }
+    o = json_loadb(c->req->body, c->req->body_len, JSON_REJECT_DUPLICATES,
+                   &jerr);
+    if (o == NULL) {
+        snprintf(msg, sizeof msg, "invalid JSON at line %d column %d: %s",
+                 jerr.line, jerr.column, jerr.text);
+        respond_error(c, 400, "bad_request", msg, "body");
+        return NULL;
+    }
+    if (!json_is_object(o)) {
+        json_decref(o);
+        respond_error(c, 400, "bad_request", "the body must be a JSON object",
+                      "body");
+        return NULL;
+    }
+    return o;
+}
+
+static void route_policy_put(struct call *c)
+{
+    json_t *o = parse_body_object(c);
+    char *text;
+    if (o == NULL) {
+        return;
+    }
+    text = json_dumps(o, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(o);
+    if (text == NULL) {
+        respond_error(c, 500, "internal", "out of memory", NULL);
+        return;
+    }
+    c->value = rems_strdup(text);
+    free(text);
+    if (c->value == NULL) {
+        respond_error(c, 500, "internal", "out of memory", NULL);
+        return;
+    }
+    c->kind = CALL_POLICY_PUT;
+    do_write(c);
+}
+
+static bool parse_role(struct call *c, json_t *o, bool required)
+{
+    json_t *r = json_object_get(o, "role");
+    const char *s;
+    c->role = RAFT_VOTER;
+    if (r == NULL) {
+        if (required) {
+            respond_error(c, 400, "bad_request",
+                          "role is required: voter, standby or spare", "role");
+            return false;
+        }
+        return true;
+    }
+    s = json_string_value(r);
+    if (s != NULL && strcmp(s, "voter") == 0) {
+        c->role = RAFT_VOTER;
+    } else if (s != NULL && strcmp(s, "standby") == 0) {
+        c->role = RAFT_STANDBY;
+    } else if (s != NULL && strcmp(s, "spare") == 0) {
+        c->role = RAFT_SPARE;
+    } else {
+        respond_error(c, 400, "bad_request",
+                      "role must be voter, standby or spare", "role");
+        return false;
+    }
+    return true;
+}
+
+static bool parse_address_field(struct call *c,
+                                json_t *o,
+                                const char *field,
+                                char *out)
+{
+    json_t *v = json_object_get(o, field);
+    char host[CONFIG_ADDR_SIZE];
+    uint16_t port;
+    char msg[REMS_ERRMSG_SIZE];
+    const char *s = json_string_value(v);
+    if (s == NULL || strlen(s) >= CONFIG_ADDR_SIZE ||
+        config_split_address(s, host, &port) != 0) {
+        snprintf(msg, sizeof msg,
+                 "%s is required: an IPv4 address and port, such as "
+                 "127.0.0.1:7004",
+                 field);
+        respond_error(c, 400, "bad_request", msg, field);
+        return false;
+    }
+    snprintf(out, CONFIG_ADDR_SIZE, "%s", s);
+    return true;
+}
+
+static void route_member_add(struct call *c)
+{
+    json_t *o = parse_body_object(c);
+    json_t *id;
+    if (o == NULL) {
+        return;
+    }
+    id = json_object_get(o, "id");
+    if (!json_is_integer(id) || json_integer_value(id) < 1) {
+        json_decref(o);
+        respond_error(c, 400, "bad_request", "id must be an integer >= 1",
+                      "id");
+        return;
+    }
+    c->member_id = (uint64_t)json_integer_value(id);
+    if (!parse_address_field(c, o, "raft_address", c->raft_address) ||
+        !parse_address_field(c, o, "api_address", c->api_address) ||
+        !parse_role(c, o, false)) {
+        json_decref(o);
+        return;
+    }
+    json_decref(o);
+    c->kind = CALL_MEMBER_ADD;
+    do_write(c);
+}
+
+static bool parse_id_segment(struct call *c, const char *s, size_t len)
+{
+    char buf[32];
+    if (len == 0 || len >= sizeof buf) {
+        respond_error(c, 400, "bad_request", "member id must be an integer",
+                      "id");
+        return false;
+    }
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    if (rems_parse_u64(buf, &c->member_id) != 0 || c->member_id == 0) {
+        respond_error(c, 400, "bad_request",
+                      "member id must be an integer >= 1", "id");
+        return false;
+    }
+    return true;
+}
+
+static void method_not_allowed(struct call *c)
+{
+    respond_error(c, 405, "method_not_allowed",
+                  "this method is not allowed on this path", NULL);
+}
+
+static void route(struct call *c)
+{
+    const char *p = c->req->path;
+    int m = c->req->method;
+
+    if (strcmp(p, "/healthz") == 0) {
+        json_t *body = json_object();
+        json_object_set_new(body, "status", json_string("ok"));
+        respond_json(c, 200, body, NULL, 0);
+        return;
+    }
+    if (c->s->node == NULL) {
+        respond_error(c, 503, "unavailable", "node is starting", NULL);
+        return;
+    }
+    if (strcmp(p, "/readyz") == 0) {
+        serve_readyz(c);
+    } else if (strcmp(p, "/status") == 0) {
+        serve_status(c);
+    } else if (strcmp(p, "/metrics") == 0) {
+        serve_metrics(c);
+    } else if (strcmp(p, "/internal/read-index") == 0) {
+        c->kind = CALL_READ_INDEX;
+        c->wait.data = c;
+        {
+            int rv = cluster_node_read_index(c->s->node, &c->wait,
+                                             read_index_cb);
+            if (rv != 0) {
+                respond_status(c, rv, "this node is not the leader");
+            }
+        }
+    } else if (strcmp(p, "/v1/policies") == 0) {
+        if (m != HTTP_GET) {
+            method_not_allowed(c);
+            return;
+        }
+        if (!parse_consistency(c) || !parse_limit(c)) {
+            return;
+        }
+        if (http_request_query(c->req, "prefix", c->prefix, sizeof c->prefix) <
+                0 ||
+            http_request_query(c->req, "after", c->after, sizeof c->after) <
+                0) {
+            respond_error(c, 400, "bad_request",
+                          "prefix and after must be at most 256 bytes",
+                          "prefix");
+            return;
+        }
+        c->kind = CALL_POLICY_LIST;
+        do_read(c);
+    } else if (strncmp(p, "/v1/policies/", 13) == 0) {
+        if (!parse_key(c, p + 13)) {
+            return;
+        }
+        if (m == HTTP_GET) {
+            if (!parse_consistency(c)) {
+                return;
+            }
+            c->kind = CALL_POLICY_GET;
+            do_read(c);
+        } else if (m == HTTP_PUT) {
+            if (parse_write_headers(c)) {
+                route_policy_put(c);
+            }
+        } else if (m == HTTP_DELETE) {
+            if (parse_write_headers(c)) {
+                c->kind = CALL_POLICY_DELETE;
+                do_write(c);
+            }
+        } else {
+            method_not_allowed(c);
+        }
+    } else if (strcmp(p, "/v1/audit") == 0) {
+        char v[32];
+        int rv;
+        if (m != HTTP_GET) {
+            method_not_allowed(c);
+            return;
+        }
+        if (!parse_consistency(c) || !parse_limit(c)) {
+            return;
+        }
+        rv = http_request_query(c->req, "after", v, sizeof v);
+        if (rv < 0 || (rv > 0 && rems_parse_u64(v, &c->after_index) != 0)) {
+            respond_error(c, 400, "bad_request",
+                          "after must be an index (a non-negative integer)",
+                          "after");
+            return;
+        }
+        c->kind = CALL_AUDIT_LIST;
+        do_read(c);
+    } else if (strcmp(p, "/v1/members") == 0) {
+        if (m == HTTP_GET) {
+            serve_members(c);
+        } else if (m == HTTP_POST) {
+            if (parse_write_headers(c)) {
+                route_member_add(c);
+            }
+        } else {
+            method_not_allowed(c);
+        }
+    } else if (strncmp(p, "/v1/members/", 12) == 0) {
+        const char *id = p + 12;
+        const char *slash = strchr(id, '/');
+        if (slash == NULL) {
+            if (m != HTTP_DELETE) {
+                method_not_allowed(c);
+                return;
+            }
+            if (parse_id_segment(c, id, strlen(id))) {
+                c->kind = CALL_MEMBER_REMOVE;
+                do_write(c);
+            }
+        } else if (strcmp(slash, "/role") == 0) {
+            json_t *o;
+            if (m != HTTP_POST) {
+                method_not_allowed(c);
+                return;
+            }
+            if (!parse_id_segment(c, id, (size_t)(slash - id))) {
+                return;
+            }
+            o = parse_body_object(c);
+            if (o == NULL) {
+                return;
+            }
+            if (!parse_role(c, o, true)) {
+                json_decref(o);
+                return;
+            }
+            json_decref(o);
+            c->kind = CALL_MEMBER_ROLE;
+            do_write(c);
+        } else {
+            respond_error(c, 404, "not_found", "no such path", NULL);
+        }
+    } else if (strcmp(p, "/v1/leadership/transfer") == 0) {
+        json_t *o;
+        json_t *id;
+        if (m != HTTP_POST) {
+            method_not_allowed(c);
+            return;
+        }
+        c->member_id = 0;
+        if (c->req->body_len > 0) {
+            o = parse_body_object(c);
+            if (o == NULL) {
+                return;
+            }
+            id = json_object_get(o, "id");
+            if (id != NULL &&
+                (!json_is_integer(id) || json_integer_value(id) < 0)) {
+                json_decref(o);
+                respond_error(c, 400, "bad_request",
+                              "id must be a member id (0: any voter)", "id");
+                return;
+            }
+            if (id != NULL) {
+                c->member_id = (uint64_t)json_integer_value(id);
+            }
+            json_decref(o);
+        }
+        c->kind = CALL_TRANSFER;
+        do_write(c);
+    } else {
+        respond_error(c, 404, "not_found", "no such path", NULL);
+    }
+}
+
+static void handler(struct http_request *req, void *data)
+{
+    struct api_server *s = data;
+    struct call *c = rems_calloc(1, sizeof *c);
+    const char *trace;
+
+    if (c == NULL) {
+        http_request_respond(req, 503, NULL, 0, NULL, 0);
+        return;
+    }
+    c->s = s;
+    c->req = req;
+    c->started_ms = rems_mono_ms();
+    trace = http_request_header(req, "x-rems-trace-id");
+    if (trace != NULL && rems_id_valid(trace)) {
+        snprintf(c->trace_id, sizeof c->trace_id, "%s", trace);
+    } else {
+        rems_id_random(c->trace_id);
+    }
+    route(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Lifecycle.                                                           */
+
+int api_server_start(uv_loop_t *loop,
+                     const struct config *cfg,
+                     struct api_server **out,
+                     char *errmsg)
+{
+    struct api_server *s;
+    struct http_server_options opts;
+    char host[CONFIG_ADDR_SIZE];
+    uint16_t port;
+    int rv;
+
+    if (config_split_address(cfg->api_address, host, &port) != 0) {
+        rems_errmsgf(errmsg, "api_address: %s is not IPv4:port",
+                     cfg->api_address);
+        return REMS_ECONFIG;
+    }
+    s = rems_calloc(1, sizeof *s);
+    if (s == NULL) {
+        rems_errmsg_oom(errmsg);
+        return REMS_ENOMEM;
+    }
+    s->loop = loop;
+    s->cfg = *cfg;
+    memset(&opts, 0, sizeof opts);
+    opts.host = host;
+    opts.port = port;
+    opts.max_body = cfg->max_body_bytes;
+    opts.handler = handler;
+    opts.data = s;
+    rv = http_server_start(loop, &opts, &s->http, errmsg);
+    if (rv != 0) {
+        rems_free(s);
+        return rv;
+    }
+    *out = s;
+    return 0;
+}
+
+void api_server_attach(struct api_server *s, struct cluster_node *node)
+{
+    s->node = node;
+}
+
+static void http_closed_cb(void *data)
+{
+    struct api_server *s = data;
+    api_close_cb cb = s->close_cb;
+    void *cb_data = s->close_data;
+    rems_free(s);
+    if (cb != NULL) {
+        cb(cb_data);
+    }
+}
+
+void api_server_stop(struct api_server *s, api_close_cb cb, void *data)
+{
+    s->close_cb = cb;
+    s->close_data = data;
+    http_server_stop(s->http, http_closed_cb, s);
+}

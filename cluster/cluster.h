@@ -1,0 +1,246 @@
+/* cluster: one remsd node: raft (raft_uv) over the LMDB state machine,
+ * leadership tracking, batched read index, apply waits, membership and
+ * write forwarding to the leader.
+ *
+ * The only cluster/ header other modules may include (besides config.h for
+ * remsd's main). Everything runs on the loop thread. */
+#ifndef REMS_CLUSTER_CLUSTER_H
+#define REMS_CLUSTER_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <raft.h>
+#include <uv.h>
+
+#include "cluster/config.h"
+#include "common/error.h"
+#include "statemachine/statemachine.h"
+
+enum cluster_role {
+    CLUSTER_ROLE_UNAVAILABLE,
+    CLUSTER_ROLE_FOLLOWER,
+    CLUSTER_ROLE_CANDIDATE,
+    CLUSTER_ROLE_LEADER,
+};
+
+const char *cluster_role_name(int role);
+
+struct cluster_member {
+    uint64_t id;
+    char raft_address[CONFIG_ADDR_SIZE];
+    char api_address[CONFIG_ADDR_SIZE]; /* "" when unknown. */
+    int role; /* RAFT_VOTER, RAFT_STANDBY, RAFT_SPARE */
+};
+
+struct cluster_status {
+    uint64_t id;
+    int role;
+    uint64_t term;
+    uint64_t leader_id; /* 0 when none is known. */
+    char leader_raft_address[CONFIG_ADDR_SIZE];
+    char leader_api_address[CONFIG_ADDR_SIZE];
+    uint64_t commit_index;
+    uint64_t applied_index;
+    uint64_t last_index;
+    uint64_t last_contact_ms; /* 0 on the leader. */
+    bool leader_ready;        /* Leader whose first barrier committed. */
+    struct cluster_member members[CONFIG_MAX_PEERS * 2];
+    size_t n_members;
+};
+
+struct cluster_node;
+
+/* Open the data dir (locking it), the state store and raft; bootstrap from
+ * the configured peers when the data dir is new; start raft. @cfg is
+ * copied. Errors name their cause in @errmsg (REMS_EADDRINUSE, REMS_EBUSY
+ * for a data dir used by another process, REMS_EIO, REMS_ECONFIG ...). */
+int cluster_node_start(uv_loop_t *loop,
+                       const struct config *cfg,
+                       struct cluster_node **out,
+                       char *errmsg);
+
+typedef void (*cluster_close_cb)(void *data);
+
+/* Fail pending requests with REMS_ESHUTDOWN, close raft, flush and close
+ * the store, then call @cb and free the node. */
+void cluster_node_stop(struct cluster_node *n, cluster_close_cb cb, void *data);
+
+void cluster_node_status(struct cluster_node *n, struct cluster_status *out);
+
+/* The state store, for local reads (read transactions). */
+struct storage *cluster_node_storage(struct cluster_node *n);
+
+const struct config *cluster_node_config(const struct cluster_node *n);
+
+/* ------------------------------------------------------------------ */
+/* Writes (leader only).                                                */
+
+struct cluster_write;
+typedef void (*cluster_write_cb)(struct cluster_write *req,
+                                 int status,
+                                 const struct statemachine_result *res);
+
+struct cluster_write {
+    void *data; /* For the caller. */
+    /* Private: */
+    struct raft_apply apply;
+    struct cluster_node *node;
+    cluster_write_cb cb;
+    struct statemachine_result res;
+    bool has_res;
+    void *queue[2];
+};
+
+/* Propose @e (encoded here; time_ms is set by the caller). Returns
+ * REMS_ENOTLEADER when this node is not the leader, else 0 and @cb runs once
+ * with 0 (see @res), REMS_ELEADERSHIPLOST (outcome unknown), REMS_ESHUTDOWN
+ * or another error. */
+int cluster_node_propose(struct cluster_node *n,
+                         struct cluster_write *req,
+                         const struct statemachine_entry *e,
+                         cluster_write_cb cb,
+                         char *errmsg);
+
+/* ------------------------------------------------------------------ */
+/* Linearizable reads.                                                  */
+
+struct cluster_wait;
+typedef void (*cluster_wait_cb)(struct cluster_wait *req,
+                                int status,
+                                uint64_t index);
+
+struct cluster_wait {
+    void *data;
+    /* Private: */
+    struct cluster_node *node;
+    cluster_wait_cb cb;
+    uint64_t index;
+    uint64_t deadline;
+    void *queue[2];
+};
+
+/* Leader only: confirm leadership with a quorum round shared by every read
+ * that arrived before it started, then call @cb with the read index (all
+ * entries up to it are applied here). REMS_ENOTLEADER if not leader. */
+int cluster_node_read_index(struct cluster_node *n,
+                            struct cluster_wait *req,
+                            cluster_wait_cb cb);
+
+/* Call @cb once this node has applied @index, or with REMS_ETIMEDOUT after
+ * @timeout_ms. Runs @cb before returning... never: always from the loop. */
+void cluster_node_wait_applied(struct cluster_node *n,
+                               struct cluster_wait *req,
+                               uint64_t index,
+                               unsigned timeout_ms,
+                               cluster_wait_cb cb);
+
+/* ------------------------------------------------------------------ */
+/* Membership (leader only).                                            */
+
+struct cluster_change;
+typedef void (*cluster_change_cb)(struct cluster_change *req,
+                                  int status,
+                                  const char *errmsg);
+
+struct cluster_change {
+    void *data;
+    /* Private: */
+    struct cluster_node *node;
+    cluster_change_cb cb;
+    int kind;
+    uint64_t id;
+    int role;
+    char raft_address[CONFIG_ADDR_SIZE];
+    char api_address[CONFIG_ADDR_SIZE];
+    struct cluster_write write;
+    struct raft_change change;
+    struct raft_transfer transfer;
+    char errmsg[REMS_ERRMSG_SIZE];
+};
+
+/* Add member @id (records its API address through the log, then adds it
+ * as a spare and assigns @role once it caught up). */
+int cluster_node_member_add(struct cluster_node *n,
+                            struct cluster_change *req,
+                            uint64_t id,
+                            const char *raft_address,
+                            const char *api_address,
+                            int role,
+                            cluster_change_cb cb,
+                            char *errmsg);
+
+int cluster_node_member_remove(struct cluster_node *n,
+                               struct cluster_change *req,
+                               uint64_t id,
+                               cluster_change_cb cb,
+                               char *errmsg);
+
+int cluster_node_member_assign(struct cluster_node *n,
+                               struct cluster_change *req,
+                               uint64_t id,
+                               int role,
+                               cluster_change_cb cb,
+                               char *errmsg);
+
+/* Transfer leadership to @id (0: any voter); @cb runs when it ended. */
+int cluster_node_transfer(struct cluster_node *n,
+                          struct cluster_change *req,
+                          uint64_t id,
+                          cluster_change_cb cb,
+                          char *errmsg);
+
+/* ------------------------------------------------------------------ */
+/* HTTP forwarding to another node's API (libcurl multi on the loop).   */
+
+struct cluster_forward;
+typedef void (*cluster_forward_cb)(struct cluster_forward *req,
+                                   int status, /* 0 or REMS_E* transport */
+                                   long http_status,
+                                   const char *body,
+                                   size_t body_len);
+
+struct cluster_forward {
+    void *data;
+    /* Private: */
+    struct cluster_node *node;
+    cluster_forward_cb cb;
+    void *easy;
+    void *headers;
+    char *resp;
+    size_t resp_len;
+    size_t resp_cap;
+    char *req_body;
+    char errmsg[REMS_ERRMSG_SIZE];
+    void *queue[2];
+};
+
+/* Send @method @path_query to http://@api_address with @headers ("Name:
+ * value" strings, copied) and @body (copied). @cb runs once. */
+int cluster_node_forward(struct cluster_node *n,
+                         struct cluster_forward *req,
+                         const char *api_address,
+                         const char *method,
+                         const char *path_query,
+                         const char *const *headers,
+                         size_t n_headers,
+                         const char *body,
+                         size_t body_len,
+                         unsigned timeout_ms,
+                         cluster_forward_cb cb);
+
+/* Counters for /metrics. */
+struct cluster_metrics {
+    uint64_t writes_ok;
+    uint64_t writes_failed;
+    uint64_t read_index_rounds;
+    uint64_t forwarded;
+    uint64_t snapshots_taken;
+    uint64_t snapshots_restored;
+    uint64_t elections_won;
+};
+
+void cluster_node_metrics(const struct cluster_node *n,
+                          struct cluster_metrics *out);
+
+#endif /* REMS_CLUSTER_CLUSTER_H */

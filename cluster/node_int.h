@@ -1,0 +1,87 @@
+/* cluster/node_int.h: the node's private state, shared by the files of
+ * cluster/. Never included from outside the module. */
+#ifndef REMS_CLUSTER_NODE_INT_H
+#define REMS_CLUSTER_NODE_INT_H
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <uv.h>
+
+#include "cluster/cluster.h"
+#include "common/queue.h"
+
+struct cluster_node {
+    uv_loop_t *loop;
+    struct config cfg;
+    int lock_fd;
+    struct storage *storage;
+    struct raft_uv_transport transport;
+    struct raft_io io;
+    struct raft_fsm fsm;
+    struct raft raft;
+    bool raft_started;
+    bool raft_closed;
+    bool stopping;
+    cluster_close_cb close_cb;
+    void *close_data;
+    int handles_open;
+
+    uv_timer_t tick;
+    uv_check_t check;
+    bool check_active;
+
+    /* Observed by the tick. */
+    int role;
+    uint64_t term;
+    uint64_t leader_id;
+    bool leader_ready;
+    struct raft_barrier leader_barrier;
+    bool leader_barrier_inflight;
+    uint64_t leader_barrier_term;
+
+    /* Local proposals in index order (struct cluster_write). */
+    rems_queue writes;
+
+    /* Read index. */
+    rems_queue reads_next;     /* Arrived, wait for the next barrier. */
+    rems_queue reads_inflight; /* Answered by the barrier in flight. */
+    struct raft_barrier read_barrier;
+    bool read_barrier_inflight;
+
+    /* Apply waits. */
+    rems_queue waits;
+
+    /* Joining a cluster. */
+    bool joining;
+    uint64_t join_next_ms;
+    bool join_inflight;
+    struct cluster_forward join_req;
+
+    /* libcurl multi. */
+    void *multi;
+    uv_timer_t curl_timer;
+    rems_queue forwards;
+    int curl_handles_open;
+    bool forward_closing;
+
+    struct cluster_metrics metrics;
+};
+
+int cluster__raft_error(int rv);
+void cluster__member_api_address(struct cluster_node *n,
+                                 uint64_t id,
+                                 char *out);
+void cluster__stop_continue(struct cluster_node *n);
+
+void cluster__reads_start(struct cluster_node *n);
+void cluster__reads_fail(struct cluster_node *n, int status);
+void cluster__waits_kick(struct cluster_node *n);
+void cluster__waits_expire(struct cluster_node *n);
+void cluster__waits_fail(struct cluster_node *n, int status);
+void cluster__join_tick(struct cluster_node *n);
+
+int cluster__forward_init(struct cluster_node *n, char *errmsg);
+void cluster__forward_close(struct cluster_node *n);
+bool cluster__forward_idle(struct cluster_node *n);
+
+#endif /* REMS_CLUSTER_NODE_INT_H */
