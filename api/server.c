@@ -103,9 +103,10 @@ static void respond_json(struct call *c,
                          size_t n_extra)
 {
     struct api_server *s = c->s;
-    struct http_header h[12];
+    struct http_header h[14];
     size_t nh = 0;
     char index[32];
+    char contact[32];
     char leader[CONFIG_ADDR_SIZE];
     char *text;
     size_t i;
@@ -121,6 +122,9 @@ static void respond_json(struct call *c,
         snprintf(index, sizeof index, "%" PRIu64, st.applied_index);
         h[nh].name = "X-Rems-Index";
         h[nh++].value = index;
+        snprintf(contact, sizeof contact, "%" PRIu64, st.last_contact_ms);
+        h[nh].name = "X-Rems-Last-Contact";
+        h[nh++].value = contact;
         if (st.leader_api_address[0] != '\0') {
             snprintf(leader, sizeof leader, "%s", st.leader_api_address);
             h[nh].name = "X-Rems-Leader";
