@@ -1,0 +1,3044 @@
+/* remsctl: the command-line client of the rems admin API.
+ *
+ * remsctl turns one command line into one or a few HTTP/1.1 calls on the
+ * admin API that every remsd node serves (docs/api.md) and prints the answer
+ * as a table or as JSON. The operator reference is docs/remsctl.md.
+ *
+ * Flow. ctl_main() parses the command line into a struct ctl_args
+ * (ctl_parse(): no I/O; its only allocation is the endpoint list), opens one
+ * libcurl easy handle, runs the command's handler and maps the outcome to an
+ * exit code:
+ *
+ *   0  success
+ *   1  the API answered an error, or its answer could not be used
+ *   2  usage error: a bad command line or a bad input file
+ *   3  no endpoint reachable
+ *
+ * Endpoints. A call goes to the first endpoint of --endpoints. When libcurl
+ * reports a transport failure (refused, timed out, unresolvable: anything
+ * short of an HTTP answer) the call moves on to the next endpoint. Connecting
+ * gives up after 3 s (or --timeout if shorter), so a dead host does not use
+ * up the whole timeout before the next endpoint gets its turn. The
+ * endpoint that answered is tried first by the following calls of the same
+ * command (the pages of `policy list --all`). Any HTTP answer, error statuses
+ * included, ends the call: a node that answers speaks for the cluster (it
+ * forwards writes to the leader), and its error is shown as it is, 503
+ * no_leader included, with the Retry-After it gives.
+ *
+ * Retried writes. A write that timed out may have been applied. Every write
+ * carries an X-Rems-Request-Id (--request-id, else a random id made once per
+ * command), so a write retried on the next endpoint is applied once. When the
+ * server says the outcome is unknown (503 unavailable, 504 timeout), remsctl
+ * prints the id to retry with.
+ *
+ * Input. `policy put` takes JSON or YAML. Text that parses as a JSON object
+ * is sent byte for byte. Anything else is read as YAML through libyaml's
+ * event API and converted by yaml_to_json(); events rather than libyaml's
+ * document API, because only events tell a plain scalar from one tagged
+ * !!str. Plain scalars resolve by the YAML 1.2 core schema. An alias shares
+ * the jansson value of its anchor; a node budget bounds alias expansion
+ * ("billion laughs") and a depth limit bounds nesting.
+ *
+ * Output. Handlers print nothing to stdout until the answer has been checked,
+ * so stdout stays empty on errors. Renderers (render_*()) take a parsed
+ * answer and a FILE. Tables (struct table) size each column to its widest
+ * cell, counted in UTF-8 code points, and blank out control characters.
+ *
+ * Memory. This file allocates through rems_malloc() (libcurl and libyaml
+ * use their own allocators; the tests route jansson's to rems_malloc() too),
+ * so tests can fail allocations one by one. Tests compile this file with
+ * REMSCTL_NO_MAIN and call ctl_main() and the helpers directly
+ * (tests/unit/remsctl/). */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <yaml.h>
+
+#include "common/assert.h"
+#include "common/error.h"
+#include "common/heap.h"
+#include "common/util.h"
+
+#ifndef REMS_VERSION
+#define REMS_VERSION "unknown" /* CMake defines it from project(VERSION). */
+#endif
+
+enum ctl_exit {
+    CTL_EXIT_OK = 0,
+    CTL_EXIT_FAILED = 1,
+    CTL_EXIT_USAGE = 2,
+    CTL_EXIT_UNREACHABLE = 3,
+};
+
+#define CTL_DEFAULT_ENDPOINTS "127.0.0.1:7101"
+#define CTL_DEFAULT_TIMEOUT_MS 10000L
+#define CTL_MAX_TIMEOUT_S 86400.0
+#define CTL_CONNECT_TIMEOUT_MS 3000L
+#define CTL_MAX_ENDPOINTS 16
+#define CTL_MAX_WORDS 8           /* Command words plus operands. */
+#define CTL_MAX_INPUT (64u << 20) /* Bytes of a policy value file. */
+#define CTL_REQUEST_ID_SIZE 65    /* 64 characters and the terminator. */
+
+/* ------------------------------------------------------------------------
+ * Growable buffers
+ * ------------------------------------------------------------------------ */
+
+struct buf {
+    char *data; /* NUL-terminated once anything was appended. */
+    size_t len;
+    size_t cap;
+};
+
+static int buf_reserve(struct buf *b, size_t extra)
+{
+    size_t need;
+    size_t cap;
+    char *data;
+
+    if (extra > SIZE_MAX - b->len - 1) {
+        return REMS_ENOMEM;
+    }
+    need = b->len + extra + 1;
+    if (need <= b->cap) {
+        return 0;
+    }
+    cap = b->cap != 0 ? b->cap : 256;
+    while (cap < need) {
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    }
+    data = rems_realloc(b->data, cap);
+    if (data == NULL) {
+        return REMS_ENOMEM;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_append(struct buf *b, const void *p, size_t n)
+{
+    int rv;
+
+    rv = buf_reserve(b, n);
+    if (rv != 0) {
+        return rv;
+    }
+    if (n > 0) {
+        memcpy(b->data + b->len, p, n);
+    }
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+static int buf_puts(struct buf *b, const char *s)
+{
+    return buf_append(b, s, strlen(s));
+}
+
+static int buf_printf(struct buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int buf_printf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    int rv;
+
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return REMS_EINVAL;
+    }
+    rv = buf_reserve(b, (size_t)n);
+    if (rv != 0) {
+        return rv;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+/* Append the compact JSON text of @v (any type). */
+static int buf_json(struct buf *b, const json_t *v, size_t flags)
+{
+    size_t n;
+    int rv;
+
+    n = json_dumpb(v, NULL, 0, flags | JSON_ENCODE_ANY);
+    if (n == 0) {
+        return REMS_ENOMEM;
+    }
+    rv = buf_reserve(b, n);
+    if (rv != 0) {
+        return rv;
+    }
+    if (json_dumpb(v, b->data + b->len, n, flags | JSON_ENCODE_ANY) != n) {
+        return REMS_ENOMEM;
+    }
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+static void buf_close(struct buf *b)
+{
+    rems_free(b->data);
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+/* Replace control characters, which would break a table row or a terminal,
+ * with spaces. */
+static void sanitize(char *s)
+{
+    for (; *s != '\0'; s++) {
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) {
+            *s = ' ';
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Commands and options
+ * ------------------------------------------------------------------------ */
+
+enum ctl_opt {
+    /* Global options, valid with every command. */
+    OPT_ENDPOINTS,
+    OPT_OUTPUT,
+    OPT_TIMEOUT,
+    OPT_USER,
+    OPT_REASON,
+    OPT_HELP,
+    OPT_VERSION,
+    /* Command options. */
+    OPT_REQUEST_ID,
+    OPT_ROLE,
+    OPT_FILE,
+    OPT_IF_MATCH,
+    OPT_STALE,
+    OPT_PREFIX,
+    OPT_LIMIT,
+    OPT_AFTER,
+    OPT_ALL,
+    OPT_NR
+};
+
+#define OPT_BIT(o) (1u << (unsigned)(o))
+#define OPTS_GLOBAL                                                            \
+    (OPT_BIT(OPT_ENDPOINTS) | OPT_BIT(OPT_OUTPUT) | OPT_BIT(OPT_TIMEOUT) |     \
+     OPT_BIT(OPT_USER) | OPT_BIT(OPT_REASON) | OPT_BIT(OPT_HELP) |             \
+     OPT_BIT(OPT_VERSION))
+
+struct opt_spec {
+    const char *name; /* Long name, without the leading "--". */
+    char short_name;  /* '\0' when none. */
+    bool has_value;
+};
+
+static const struct opt_spec opt_specs[OPT_NR] = {
+    [OPT_ENDPOINTS] = {"endpoints", '\0', true},
+    [OPT_OUTPUT] = {"output", 'o', true},
+    [OPT_TIMEOUT] = {"timeout", '\0', true},
+    [OPT_USER] = {"user", '\0', true},
+    [OPT_REASON] = {"reason", '\0', true},
+    [OPT_HELP] = {"help", 'h', false},
+    [OPT_VERSION] = {"version", '\0', false},
+    [OPT_REQUEST_ID] = {"request-id", '\0', true},
+    [OPT_ROLE] = {"role", '\0', true},
+    [OPT_FILE] = {"file", 'f', true},
+    [OPT_IF_MATCH] = {"if-match", '\0', true},
+    [OPT_STALE] = {"stale", '\0', false},
+    [OPT_PREFIX] = {"prefix", '\0', true},
+    [OPT_LIMIT] = {"limit", '\0', true},
+    [OPT_AFTER] = {"after", '\0', true},
+    [OPT_ALL] = {"all", '\0', false},
+};
+
+enum ctl_cmd {
+    CMD_STATUS,
+    CMD_MEMBER_LIST,
+    CMD_MEMBER_ADD,
+    CMD_MEMBER_REMOVE,
+    CMD_MEMBER_PROMOTE,
+    CMD_MEMBER_TRANSFER,
+    CMD_POLICY_GET,
+    CMD_POLICY_PUT,
+    CMD_POLICY_DELETE,
+    CMD_POLICY_LIST,
+    CMD_AUDIT_LIST,
+    CMD_NR
+};
+
+struct ctl_command {
+    enum ctl_cmd id;
+    const char *group;    /* "member", or NULL for a command of one word. */
+    const char *name;     /* The last word: "add". */
+    const char *path;     /* All words: "member add". */
+    const char *operands; /* Synopsis of the operands. */
+    const char *options;  /* Synopsis of the command's own options. */
+    size_t min_args;
+    size_t max_args;
+    unsigned opts; /* OPT_BIT()s accepted besides OPTS_GLOBAL. */
+    bool write;    /* Sends X-Rems-User, -Reason and -Request-Id. */
+    const char *brief;
+    const char *help; /* Description and option lines for its usage. */
+};
+
+#define ROLE_HELP                                                              \
+    "  --role ROLE         voter, standby or spare (default voter)\n"
+
+static const struct ctl_command commands[CMD_NR] = {
+    {CMD_STATUS, NULL, "status", "status", "", "", 0, 0, 0, false,
+     "Show the cluster as the answering node sees it",
+     "Show the answering node's id, role and term, the leader it knows, its\n"
+     "commit and applied indexes, and the members (the leader is marked).\n"},
+    {CMD_MEMBER_LIST, "member", "list", "member list", "", "", 0, 0, 0, false,
+     "List the members", "List the members and their roles.\n"},
+    {CMD_MEMBER_ADD, "member", "add", "member add", "ID RAFT_ADDR API_ADDR",
+     "[--role voter|standby|spare]", 3, 3, OPT_BIT(OPT_ROLE), true,
+     "Add a member",
+     "Add member ID, which listens for raft on RAFT_ADDR and serves the API\n"
+     "on API_ADDR (both HOST:PORT). Start the new node with --join pointing\n"
+     "at a member first. It joins as a spare and takes ROLE once it has\n"
+     "caught up.\n\n"
+     "Options:\n" ROLE_HELP},
+    {CMD_MEMBER_REMOVE, "member", "remove", "member remove", "ID", "", 1, 1, 0,
+     true, "Remove a member",
+     "Remove member ID. Removing the leader transfers leadership first.\n"},
+    {CMD_MEMBER_PROMOTE, "member", "promote", "member promote", "ID",
+     "[--role voter|standby|spare]", 1, 1, OPT_BIT(OPT_ROLE), true,
+     "Change the role of a member",
+     "Give member ID the role ROLE (default voter).\n\n"
+     "Options:\n" ROLE_HELP},
+    {CMD_MEMBER_TRANSFER, "member", "transfer", "member transfer", "[ID]", "",
+     0, 1, 0, true, "Transfer leadership",
+     "Transfer leadership to voter ID, or to any voter without ID. Answers\n"
+     "once the transfer has ended.\n"},
+    {CMD_POLICY_GET, "policy", "get", "policy get", "KEY", "[--stale]", 1, 1,
+     OPT_BIT(OPT_STALE), false, "Show a policy",
+     "Show the revision and the value of policy KEY.\n\n"
+     "Options:\n"
+     "  --stale             answer from the node's own store, without asking\n"
+     "                      the leader; works without a leader, may be old\n"},
+    {CMD_POLICY_PUT, "policy", "put", "policy put", "KEY",
+     "[-f FILE|-] [--if-match REV]", 1, 1,
+     OPT_BIT(OPT_FILE) | OPT_BIT(OPT_IF_MATCH), true,
+     "Create or replace a policy",
+     "Create or replace policy KEY. The value is a JSON object or a YAML\n"
+     "mapping, read from FILE, or from standard input with -f - or without\n"
+     "-f.\n\n"
+     "Options:\n"
+     "  -f, --file FILE     read the value from FILE ('-': standard input)\n"
+     "  --if-match REV      write only if the key's revision is REV; 0: only\n"
+     "                      if the key does not exist\n"},
+    {CMD_POLICY_DELETE, "policy", "delete", "policy delete", "KEY",
+     "[--if-match REV]", 1, 1, OPT_BIT(OPT_IF_MATCH), true, "Delete a policy",
+     "Delete policy KEY.\n\n"
+     "Options:\n"
+     "  --if-match REV      delete only if the key's revision is REV\n"},
+    {CMD_POLICY_LIST, "policy", "list", "policy list", "",
+     "[--prefix P] [--limit N] [--after KEY] [--all] [--stale]", 0, 0,
+     OPT_BIT(OPT_PREFIX) | OPT_BIT(OPT_LIMIT) | OPT_BIT(OPT_AFTER) |
+         OPT_BIT(OPT_ALL) | OPT_BIT(OPT_STALE),
+     false, "List policies",
+     "List policies in key order, one page of at most N keys.\n\n"
+     "Options:\n"
+     "  --prefix P          only keys that start with P\n"
+     "  --limit N           keys per page, 1-1000 (server default 100)\n"
+     "  --after KEY         start after KEY\n"
+     "  --all               fetch every page, not just the first\n"
+     "  --stale             answer from the node's own store, without asking\n"
+     "                      the leader; works without a leader, may be old\n"},
+    {CMD_AUDIT_LIST, "audit", "list", "audit list", "",
+     "[--after INDEX] [--limit N] [--stale]", 0, 0,
+     OPT_BIT(OPT_AFTER) | OPT_BIT(OPT_LIMIT) | OPT_BIT(OPT_STALE), false,
+     "Show the audit trail",
+     "List the audit trail in index order.\n\n"
+     "Options:\n"
+     "  --after INDEX       entries after raft index INDEX (default 0)\n"
+     "  --limit N           entries to show, 1-1000 (server default 100)\n"
+     "  --stale             answer from the node's own store\n"},
+};
+
+#define WRITE_HELP                                                             \
+    "  --request-id ID     id of this write, 1-64 characters of\n"             \
+    "                      [A-Za-z0-9_.:-] (default: a random id)\n"
+
+static const char global_help[] =
+    "Options:\n"
+    "  --endpoints HOST:PORT[,HOST:PORT...]\n"
+    "                      API addresses of the nodes, tried in order\n"
+    "                      (default: $REMS_ENDPOINTS, else 127.0.0.1:7101)\n"
+    "  -o, --output FORMAT  table (default) or json\n"
+    "  --timeout SECONDS   time limit of each request (default 10)\n"
+    "  --user NAME         who asks, recorded in the audit trail on writes\n"
+    "                      (default: $USER, else anonymous)\n"
+    "  --reason TEXT       why, recorded in the audit trail on writes\n"
+    "  -h, --help          show help\n"
+    "  --version           show the version\n";
+
+enum ctl_action {
+    CTL_ACTION_RUN,
+    CTL_ACTION_HELP,
+    CTL_ACTION_VERSION,
+};
+
+/* A parsed command line. Strings are borrowed from argv or the environment,
+ * except the endpoint list. */
+struct ctl_args {
+    enum ctl_action action;
+    const struct ctl_command *cmd; /* Also the help topic; may be NULL. */
+    const char *group;             /* Help topic when @cmd is NULL. */
+    const char *args[CTL_MAX_WORDS];
+    size_t nargs;
+    unsigned seen; /* OPT_BIT()s given. */
+    /* Global options. */
+    const char *endpoints;
+    char *endpoint_copy; /* Owned; the list points into it. */
+    const char *endpoint[CTL_MAX_ENDPOINTS];
+    size_t nendpoints;
+    bool json;
+    long timeout_ms;
+    const char *user;
+    const char *reason;
+    /* Command options. */
+    const char *request_id;
+    const char *role;
+    const char *file;
+    bool has_if_match;
+    uint64_t if_match;
+    bool stale;
+    const char *prefix;
+    const char *limit;
+    const char *after;
+    bool all;
+};
+
+static void ctl_args_close(struct ctl_args *a)
+{
+    rems_free(a->endpoint_copy);
+    a->endpoint_copy = NULL;
+    a->nendpoints = 0;
+}
+
+/* True when @s is HOST:PORT: a host name or IPv4 address, or an IPv6
+ * address in brackets, and a port 1-65535. */
+static bool endpoint_valid(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    const char *p;
+    unsigned long port = 0;
+
+    if (colon == NULL || colon == s || colon[1] == '\0') {
+        return false;
+    }
+    for (p = colon + 1; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9' || p - colon > 5) {
+            return false;
+        }
+        port = port * 10 + (unsigned long)(*p - '0');
+    }
+    if (port == 0 || port > 65535) {
+        return false;
+    }
+    if (s[0] == '[') {
+        if (colon - s < 3 || colon[-1] != ']') {
+            return false;
+        }
+        for (p = s + 1; p < colon - 1; p++) {
+            if (strchr("0123456789abcdefABCDEF:.", *p) == NULL) {
+                return false;
+            }
+        }
+        return true;
+    }
+    for (p = s; p < colon; p++) {
+        bool alnum = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9');
+        if (!alnum && *p != '.' && *p != '-' && *p != '_') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Split the comma-separated @list into a->endpoint[]. */
+static int endpoints_split(struct ctl_args *a, const char *list, char *errmsg)
+{
+    char *copy;
+    char *p;
+    char *comma;
+
+    copy = rems_strdup(list);
+    if (copy == NULL) {
+        rems_errmsg_oom(errmsg);
+        return REMS_ENOMEM;
+    }
+    a->nendpoints = 0;
+    for (p = copy;; p = comma + 1) {
+        comma = strchr(p, ',');
+        if (comma != NULL) {
+            *comma = '\0';
+        }
+        if (!endpoint_valid(p)) {
+            rems_errmsgf(errmsg, "invalid endpoint '%s' (expected HOST:PORT)",
+                         p);
+            goto err;
+        }
+        if (a->nendpoints == CTL_MAX_ENDPOINTS) {
+            rems_errmsgf(errmsg, "more than %d endpoints", CTL_MAX_ENDPOINTS);
+            goto err;
+        }
+        a->endpoint[a->nendpoints++] = p;
+        if (comma == NULL) {
+            break;
+        }
+    }
+    a->endpoint_copy = copy;
+    return 0;
+
+err:
+    a->nendpoints = 0;
+    rems_free(copy);
+    return REMS_EINVAL;
+}
+
+/* Header values must not carry control characters: a newline would end the
+ * header and start another. */
+static bool header_value_valid(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool role_valid(const char *s)
+{
+    return strcmp(s, "voter") == 0 || strcmp(s, "standby") == 0 ||
+           strcmp(s, "spare") == 0;
+}
+
+/* Member ids are raft ids: 1 and up. They travel as JSON integers, so they
+ * stop at INT64_MAX. */
+static bool member_id_parse(const char *s, json_int_t *out)
+{
+    uint64_t v;
+
+    if (rems_parse_u64(s, &v) != 0 || v == 0 || v > INT64_MAX) {
+        return false;
+    }
+    *out = (json_int_t)v;
+    return true;
+}
+
+static int timeout_parse(const char *s, long *out_ms)
+{
+    char *end;
+    double secs;
+
+    errno = 0;
+    secs = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || errno != 0 || !isfinite(secs) ||
+        secs <= 0 || secs > CTL_MAX_TIMEOUT_S) {
+        return REMS_EINVAL;
+    }
+    *out_ms = (long)(secs * 1000.0 + 0.5);
+    if (*out_ms < 1) {
+        *out_ms = 1;
+    }
+    return 0;
+}
+
+static int store_option(struct ctl_args *a,
+                        enum ctl_opt opt,
+                        const char *value,
+                        char *errmsg)
+{
+    uint64_t n;
+
+    switch (opt) {
+        case OPT_ENDPOINTS:
+            a->endpoints = value;
+            break;
+        case OPT_OUTPUT:
+            if (strcmp(value, "json") != 0 && strcmp(value, "table") != 0) {
+                rems_errmsgf(errmsg,
+                             "invalid output format '%s' (expected json or "
+                             "table)",
+                             value);
+                return REMS_EINVAL;
+            }
+            a->json = strcmp(value, "json") == 0;
+            break;
+        case OPT_TIMEOUT:
+            if (timeout_parse(value, &a->timeout_ms) != 0) {
+                rems_errmsgf(errmsg,
+                             "invalid timeout '%s' (expected seconds, more "
+                             "than 0 and at most 86400)",
+                             value);
+                return REMS_EINVAL;
+            }
+            break;
+        case OPT_USER:
+        case OPT_REASON:
+            if (!header_value_valid(value)) {
+                rems_errmsgf(errmsg, "--%s may not contain control characters",
+                             opt_specs[opt].name);
+                return REMS_EINVAL;
+            }
+            if (opt == OPT_USER) {
+                a->user = value;
+            } else {
+                a->reason = value;
+            }
+            break;
+        case OPT_REQUEST_ID:
+            if (!rems_id_valid(value)) {
+                rems_errmsgf(errmsg,
+                             "invalid request id '%s' (expected 1-64 "
+                             "characters of [A-Za-z0-9_.:-])",
+                             value);
+                return REMS_EINVAL;
+            }
+            a->request_id = value;
+            break;
+        case OPT_ROLE:
+            if (!role_valid(value)) {
+                rems_errmsgf(errmsg,
+                             "invalid role '%s' (expected voter, standby or "
+                             "spare)",
+                             value);
+                return REMS_EINVAL;
+            }
+            a->role = value;
+            break;
+        case OPT_FILE:
+            a->file = value;
+            break;
+        case OPT_IF_MATCH:
+            if (rems_parse_u64(value, &a->if_match) != 0) {
+                rems_errmsgf(errmsg,
+                             "invalid revision '%s' (expected a number, 0 for "
+                             "a key that must not exist)",
+                             value);
+                return REMS_EINVAL;
+            }
+            a->has_if_match = true;
+            break;
+        case OPT_PREFIX:
+            a->prefix = value;
+            break;
+        case OPT_LIMIT:
+            if (rems_parse_u64(value, &n) != 0 || n == 0) {
+                rems_errmsgf(errmsg,
+                             "invalid limit '%s' (expected a positive "
+                             "integer)",
+                             value);
+                return REMS_EINVAL;
+            }
+            a->limit = value;
+            break;
+        case OPT_AFTER:
+            a->after = value;
+            break;
+        case OPT_HELP:
+        case OPT_VERSION:
+            break;
+        case OPT_STALE:
+            a->stale = true;
+            break;
+        case OPT_ALL:
+            a->all = true;
+            break;
+        case OPT_NR:
+            REMS_ASSERT(false);
+            break;
+    }
+    return 0;
+}
+
+/* Find the option named by @arg ("--name", "--name=value", "-x" or
+ * "-xvalue"); set *@value to an attached value or NULL. Returns the option or
+ * -1 when unknown. */
+static int opt_lookup(const char *arg, const char **value)
+{
+    int i;
+
+    *value = NULL;
+    if (arg[1] == '-') {
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t len = eq != NULL ? (size_t)(eq - name) : strlen(name);
+
+        for (i = 0; i < OPT_NR; i++) {
+            if (strlen(opt_specs[i].name) == len &&
+                strncmp(opt_specs[i].name, name, len) == 0) {
+                *value = eq != NULL ? eq + 1 : NULL;
+                return i;
+            }
+        }
+        return -1;
+    }
+    for (i = 0; i < OPT_NR; i++) {
+        if (opt_specs[i].short_name != '\0' &&
+            opt_specs[i].short_name == arg[1]) {
+            *value = arg[2] != '\0' ? arg + 2 : NULL;
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Find the command named by the first words of @words. Sets a->group when
+ * the first word names a group, even when the second is missing or wrong,
+ * so that usage can be shown for the group. */
+static int command_resolve(struct ctl_args *a,
+                           const char *const *words,
+                           size_t n,
+                           size_t *used,
+                           char *errmsg)
+{
+    size_t i;
+
+    a->cmd = NULL;
+    a->group = NULL;
+    if (n == 0) {
+        rems_errmsgf(errmsg, "missing command");
+        return REMS_EINVAL;
+    }
+    for (i = 0; i < CMD_NR; i++) {
+        if (commands[i].group == NULL &&
+            strcmp(commands[i].name, words[0]) == 0) {
+            a->cmd = &commands[i];
+            *used = 1;
+            return 0;
+        }
+        if (commands[i].group != NULL &&
+            strcmp(commands[i].group, words[0]) == 0) {
+            a->group = commands[i].group;
+        }
+    }
+    if (a->group == NULL) {
+        rems_errmsgf(errmsg, "unknown command '%s'", words[0]);
+        return REMS_EINVAL;
+    }
+    if (n < 2) {
+        rems_errmsgf(errmsg, "missing %s command", a->group);
+        return REMS_EINVAL;
+    }
+    for (i = 0; i < CMD_NR; i++) {
+        if (commands[i].group != NULL &&
+            strcmp(commands[i].group, a->group) == 0 &&
+            strcmp(commands[i].name, words[1]) == 0) {
+            a->cmd = &commands[i];
+            *used = 2;
+            return 0;
+        }
+    }
+    rems_errmsgf(errmsg, "unknown command '%s %s'", words[0], words[1]);
+    return REMS_EINVAL;
+}
+
+/* Check the operands and option values that depend on the command. */
+static int operands_check(const struct ctl_args *a, char *errmsg)
+{
+    bool member = a->cmd->group != NULL && strcmp(a->cmd->group, "member") == 0;
+    uint64_t after;
+    json_int_t id;
+    size_t i;
+
+    if (member && a->nargs > 0 && !member_id_parse(a->args[0], &id)) {
+        rems_errmsgf(errmsg,
+                     "invalid member id '%s' (expected a positive integer)",
+                     a->args[0]);
+        return REMS_EINVAL;
+    }
+    if (a->cmd->id == CMD_MEMBER_ADD) {
+        for (i = 1; i <= 2; i++) {
+            if (!endpoint_valid(a->args[i])) {
+                rems_errmsgf(errmsg,
+                             "invalid %s address '%s' (expected "
+                             "HOST:PORT)",
+                             i == 1 ? "raft" : "API", a->args[i]);
+                return REMS_EINVAL;
+            }
+        }
+    }
+    if (a->cmd->group != NULL && strcmp(a->cmd->group, "policy") == 0 &&
+        a->nargs > 0 && a->args[0][0] == '\0') {
+        rems_errmsgf(errmsg, "the key may not be empty");
+        return REMS_EINVAL;
+    }
+    if (a->cmd->id == CMD_AUDIT_LIST && a->after != NULL &&
+        rems_parse_u64(a->after, &after) != 0) {
+        rems_errmsgf(errmsg, "invalid index '%s' (expected a number)",
+                     a->after);
+        return REMS_EINVAL;
+    }
+    return 0;
+}
+
+static void parse_fail(bool *failed, char *errmsg, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Keep the first error of the command line: later ones are often its
+ * consequence. */
+static void parse_fail(bool *failed, char *errmsg, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (*failed) {
+        return;
+    }
+    *failed = true;
+    va_start(ap, fmt);
+    vsnprintf(errmsg, REMS_ERRMSG_SIZE, fmt, ap);
+    va_end(ap);
+}
+
+/* Parse @argv into @a. @env_endpoints and @env_user are $REMS_ENDPOINTS and
+ * $USER, or NULL. Options may come before, between or after the command
+ * words; "--" ends them. Returns 0, REMS_EINVAL for a usage error (described
+ * in @errmsg, with a->cmd or a->group set to the usage to show when known) or
+ * REMS_ENOMEM. Release @a with ctl_args_close() in every case. */
+static int ctl_parse(int argc,
+                     char *const argv[],
+                     const char *env_endpoints,
+                     const char *env_user,
+                     struct ctl_args *a,
+                     char *errmsg)
+{
+    const char *words[CTL_MAX_WORDS];
+    char resolve_msg[REMS_ERRMSG_SIZE];
+    size_t nwords = 0;
+    size_t used = 0;
+    size_t skip;
+    bool only_words = false;
+    bool failed = false;
+    bool help;
+    unsigned extra;
+    int resolved;
+    int i;
+
+    memset(a, 0, sizeof *a);
+    a->endpoints = env_endpoints != NULL && env_endpoints[0] != '\0'
+                       ? env_endpoints
+                       : CTL_DEFAULT_ENDPOINTS;
+    a->user =
+        env_user != NULL && env_user[0] != '\0' && header_value_valid(env_user)
+            ? env_user
+            : "anonymous";
+    a->timeout_ms = CTL_DEFAULT_TIMEOUT_MS;
+    errmsg[0] = '\0';
+
+    for (i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *value;
+        int opt;
+
+        if (!only_words && strcmp(arg, "--") == 0) {
+            only_words = true;
+            continue;
+        }
+        if (only_words || arg[0] != '-' || arg[1] == '\0') {
+            if (nwords == CTL_MAX_WORDS) {
+                parse_fail(&failed, errmsg, "too many arguments");
+                continue;
+            }
+            words[nwords++] = arg;
+            continue;
+        }
+        opt = opt_lookup(arg, &value);
+        if (opt < 0) {
+            parse_fail(&failed, errmsg, "unknown option '%s'", arg);
+            continue;
+        }
+        if (opt_specs[opt].has_value && value == NULL) {
+            if (i + 1 == argc) {
+                parse_fail(&failed, errmsg, "option '%s' needs a value", arg);
+                break;
+            }
+            value = argv[++i];
+        } else if (!opt_specs[opt].has_value && value != NULL) {
+            parse_fail(&failed, errmsg, "option '--%s' takes no value",
+                       opt_specs[opt].name);
+            continue;
+        }
+        a->seen |= OPT_BIT(opt);
+        if (!failed && store_option(a, (enum ctl_opt)opt, value, errmsg)) {
+            failed = true;
+        }
+    }
+
+    /* "help [COMMAND]" and "--help" show the usage of what the words name. */
+    help = nwords > 0 && strcmp(words[0], "help") == 0;
+    skip = help ? 1 : 0;
+    resolved =
+        command_resolve(a, words + skip, nwords - skip, &used, resolve_msg);
+    if (help || (a->seen & OPT_BIT(OPT_HELP)) != 0) {
+        a->action = CTL_ACTION_HELP;
+        if (help && nwords > 1 && resolved != 0 &&
+            !(a->group != NULL && nwords == 2)) {
+            memcpy(errmsg, resolve_msg, sizeof resolve_msg);
+            return REMS_EINVAL;
+        }
+        return 0;
+    }
+    if (failed) {
+        return REMS_EINVAL;
+    }
+    if ((a->seen & OPT_BIT(OPT_VERSION)) != 0) {
+        a->action = CTL_ACTION_VERSION;
+        return 0;
+    }
+    if (resolved != 0) {
+        memcpy(errmsg, resolve_msg, sizeof resolve_msg);
+        return REMS_EINVAL;
+    }
+
+    extra = a->seen & ~(OPTS_GLOBAL | a->cmd->opts |
+                        (a->cmd->write ? OPT_BIT(OPT_REQUEST_ID) : 0u));
+    if (extra != 0) {
+        for (i = 0; i < OPT_NR; i++) {
+            if ((extra & OPT_BIT(i)) != 0) {
+                break;
+            }
+        }
+        rems_errmsgf(errmsg, "option '--%s' is not valid for '%s'",
+                     opt_specs[i].name, a->cmd->path);
+        return REMS_EINVAL;
+    }
+    a->nargs = nwords - used;
+    memcpy(a->args, words + used, a->nargs * sizeof words[0]);
+    if (a->nargs < a->cmd->min_args) {
+        rems_errmsgf(errmsg, "missing arguments (expected %s)",
+                     a->cmd->operands);
+        return REMS_EINVAL;
+    }
+    if (a->nargs > a->cmd->max_args) {
+        rems_errmsgf(errmsg, "unexpected argument '%s'",
+                     a->args[a->cmd->max_args]);
+        return REMS_EINVAL;
+    }
+    if (operands_check(a, errmsg) != 0) {
+        return REMS_EINVAL;
+    }
+    a->action = CTL_ACTION_RUN;
+    return endpoints_split(a, a->endpoints, errmsg);
+}
+
+/* ------------------------------------------------------------------------
+ * Usage
+ * ------------------------------------------------------------------------ */
+
+static void usage_command(FILE *f, const struct ctl_command *cmd)
+{
+    fprintf(f, "usage: remsctl [OPTIONS] %s", cmd->path);
+    if (cmd->operands[0] != '\0') {
+        fprintf(f, " %s", cmd->operands);
+    }
+    if (cmd->options[0] != '\0') {
+        fprintf(f, " %s", cmd->options);
+    }
+    fprintf(f, "%s\n\n%s", cmd->write ? " [--request-id ID]" : "", cmd->help);
+    if (cmd->write) {
+        fprintf(f, "%s%s", cmd->opts != 0 ? "" : "\nOptions:\n", WRITE_HELP);
+    }
+    fprintf(f, "\nRun 'remsctl --help' for the global options.\n");
+}
+
+static void usage_group(FILE *f, const char *group)
+{
+    size_t i;
+
+    fprintf(f, "usage: remsctl [OPTIONS] %s COMMAND [ARGS...]\n\nCommands:\n",
+            group);
+    for (i = 0; i < CMD_NR; i++) {
+        if (commands[i].group != NULL &&
+            strcmp(commands[i].group, group) == 0) {
+            fprintf(f, "  %-18s%s\n", commands[i].path, commands[i].brief);
+        }
+    }
+    fprintf(f, "\nRun 'remsctl help %s COMMAND' for a command's arguments.\n",
+            group);
+}
+
+/* Show the usage of @cmd, else of @group, else of remsctl: all of it with
+ * @full, else two lines (after a usage error). */
+static void usage_print(FILE *f,
+                        const struct ctl_command *cmd,
+                        const char *group,
+                        bool full)
+{
+    size_t i;
+
+    if (cmd != NULL) {
+        usage_command(f, cmd);
+        return;
+    }
+    if (group != NULL) {
+        usage_group(f, group);
+        return;
+    }
+    fprintf(f, "usage: remsctl [OPTIONS] COMMAND [ARGS...]\n");
+    if (!full) {
+        fprintf(f, "Run 'remsctl --help' for the commands and options.\n");
+        return;
+    }
+    fprintf(f, "\nManage a rems cluster through the admin API of its nodes."
+               "\n\nCommands:\n");
+    for (i = 0; i < CMD_NR; i++) {
+        fprintf(f, "  %-18s%s\n", commands[i].path, commands[i].brief);
+    }
+    fprintf(f, "  %-18s%s\n\n%s\n", "help [COMMAND]", "Show help", global_help);
+    fprintf(f, "Exit status: 0 success, 1 the API answered an error, 2 usage "
+               "error,\n3 no endpoint reachable.\n\n"
+               "Run 'remsctl help COMMAND' for a command's arguments and "
+               "options.\n");
+}
+
+/* ------------------------------------------------------------------------
+ * Policy values: JSON or YAML in, a JSON object out
+ * ------------------------------------------------------------------------ */
+
+#define YAML_MAX_DEPTH 64
+#define YAML_MAX_NODES 1000000 /* After alias expansion. */
+
+struct yaml_frame {
+    json_t *node; /* The array or object being filled; a reference. */
+    char *key;    /* Object: the key whose value comes next, or NULL. */
+    yaml_mark_t key_mark;
+    char *anchor;  /* Registered once the node is complete. */
+    size_t weight; /* Nodes in the subtree so far, this one included. */
+};
+
+struct yaml_anchor {
+    char *name;
+    json_t *value; /* A reference. */
+    size_t weight;
+};
+
+struct yaml_conv {
+    struct yaml_frame stack[YAML_MAX_DEPTH];
+    size_t depth;
+    struct yaml_anchor *anchors;
+    size_t nanchors;
+    size_t anchors_cap;
+    size_t nodes; /* Nodes so far, aliases expanded. */
+    size_t docs;
+    json_t *root;
+    char *errmsg;
+};
+
+static int
+conv_fail(struct yaml_conv *cv, yaml_mark_t mark, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+conv_fail(struct yaml_conv *cv, yaml_mark_t mark, const char *fmt, ...)
+{
+    char what[REMS_ERRMSG_SIZE];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    rems_errmsgf(cv->errmsg, "invalid YAML at line %zu, column %zu: %s",
+                 mark.line + 1, mark.column + 1, what);
+    return REMS_EMALFORMED;
+}
+
+static int conv_oom(struct yaml_conv *cv)
+{
+    rems_errmsg_oom(cv->errmsg);
+    return REMS_ENOMEM;
+}
+
+static int conv_count(struct yaml_conv *cv, size_t weight, yaml_mark_t mark)
+{
+    if (weight > YAML_MAX_NODES - cv->nodes) {
+        return conv_fail(cv, mark,
+                         "more than %d nodes once aliases are expanded",
+                         YAML_MAX_NODES);
+    }
+    cv->nodes += weight;
+    return 0;
+}
+
+static void conv_close(struct yaml_conv *cv)
+{
+    size_t i;
+
+    for (i = 0; i < cv->depth; i++) {
+        json_decref(cv->stack[i].node);
+        rems_free(cv->stack[i].key);
+        rems_free(cv->stack[i].anchor);
+    }
+    for (i = 0; i < cv->nanchors; i++) {
+        rems_free(cv->anchors[i].name);
+        json_decref(cv->anchors[i].value);
+    }
+    rems_free(cv->anchors);
+    json_decref(cv->root);
+}
+
+static int conv_anchor_add(struct yaml_conv *cv,
+                           const char *name,
+                           json_t *value,
+                           size_t weight)
+{
+    struct yaml_anchor *a;
+
+    if (cv->nanchors == cv->anchors_cap) {
+        size_t cap = cv->anchors_cap != 0 ? cv->anchors_cap * 2 : 8;
+        a = rems_realloc(cv->anchors, cap * sizeof *a);
+        if (a == NULL) {
+            return conv_oom(cv);
+        }
+        cv->anchors = a;
+        cv->anchors_cap = cap;
+    }
+    a = &cv->anchors[cv->nanchors];
+    a->name = rems_strdup(name);
+    if (a->name == NULL) {
+        return conv_oom(cv);
+    }
+    a->value = json_incref(value);
+    a->weight = weight;
+    cv->nanchors++;
+    return 0;
+}
+
+/* The latest anchor called @name: YAML lets a later anchor reuse a name. */
+static const struct yaml_anchor *conv_anchor_find(const struct yaml_conv *cv,
+                                                  const char *name)
+{
+    size_t i;
+
+    for (i = cv->nanchors; i > 0; i--) {
+        if (strcmp(cv->anchors[i - 1].name, name) == 0) {
+            return &cv->anchors[i - 1];
+        }
+    }
+    return NULL;
+}
+
+/* Place the complete node @value (reference transferred, also on failure)
+ * into the node being built, or make it the root. */
+static int conv_add(struct yaml_conv *cv, json_t *value, size_t weight)
+{
+    struct yaml_frame *top;
+    int rv;
+
+    if (cv->depth == 0) {
+        /* One document only, and a document holds one node. */
+        REMS_ASSERT(cv->root == NULL);
+        cv->root = value;
+        return 0;
+    }
+    top = &cv->stack[cv->depth - 1];
+    top->weight += weight;
+    if (json_is_array(top->node)) {
+        if (json_array_append_new(top->node, value) != 0) {
+            return conv_oom(cv);
+        }
+        return 0;
+    }
+    REMS_ASSERT(top->key != NULL);
+    if (json_object_get(top->node, top->key) != NULL) {
+        json_decref(value);
+        return conv_fail(cv, top->key_mark, "duplicate key '%s'", top->key);
+    }
+    rv = json_object_set_new(top->node, top->key, value);
+    rems_free(top->key);
+    top->key = NULL;
+    if (rv != 0) {
+        return conv_oom(cv);
+    }
+    return 0;
+}
+
+/* True when the node being built is a mapping waiting for a key. */
+static bool conv_wants_key(const struct yaml_conv *cv)
+{
+    return cv->depth > 0 && json_is_object(cv->stack[cv->depth - 1].node) &&
+           cv->stack[cv->depth - 1].key == NULL;
+}
+
+static int
+conv_key(struct yaml_conv *cv, const char *text, size_t len, yaml_mark_t mark)
+{
+    struct yaml_frame *top = &cv->stack[cv->depth - 1];
+
+    if (memchr(text, '\0', len) != NULL) {
+        return conv_fail(cv, mark, "a key contains a NUL character");
+    }
+    top->key = rems_strndup(text, len);
+    if (top->key == NULL) {
+        return conv_oom(cv);
+    }
+    top->key_mark = mark;
+    return 0;
+}
+
+static bool all_digits(const char *s, const char *digits)
+{
+    if (*s == '\0') {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        if (strchr(digits, *s) == NULL) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?, the float of the
+ * YAML 1.2 core schema without .inf and .nan, which JSON cannot carry. */
+static bool is_core_float(const char *s)
+{
+    size_t digits = 0;
+
+    if (*s == '-' || *s == '+') {
+        s++;
+    }
+    for (; *s >= '0' && *s <= '9'; s++) {
+        digits++;
+    }
+    if (*s == '.') {
+        for (s++; *s >= '0' && *s <= '9'; s++) {
+            digits++;
+        }
+    }
+    if (digits == 0) {
+        return false;
+    }
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '-' || *s == '+') {
+            s++;
+        }
+        if (!all_digits(s, "0123456789")) {
+            return false;
+        }
+        return true;
+    }
+    return *s == '\0';
+}
+
+/* Resolve a plain scalar (NUL-terminated @s) by the YAML 1.2 core schema:
+ * null, booleans, integers (decimal, 0o octal, 0x hex) and floats; anything
+ * else, and numbers JSON cannot hold, stay strings. NULL: out of memory. */
+static json_t *resolve_plain(const char *s, size_t len)
+{
+    const char *digits = s;
+    long long v;
+    double d;
+    int base = 10;
+
+    if (len == 0 || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 ||
+        strcmp(s, "Null") == 0 || strcmp(s, "NULL") == 0) {
+        return json_null();
+    }
+    if (strcmp(s, "true") == 0 || strcmp(s, "True") == 0 ||
+        strcmp(s, "TRUE") == 0) {
+        return json_true();
+    }
+    if (strcmp(s, "false") == 0 || strcmp(s, "False") == 0 ||
+        strcmp(s, "FALSE") == 0) {
+        return json_false();
+    }
+    if (s[0] == '-' || s[0] == '+') {
+        digits++;
+    }
+    if (all_digits(digits, "0123456789")) {
+        errno = 0;
+        v = strtoll(s, NULL, 10);
+        if (errno == 0) {
+            return json_integer(v);
+        }
+        /* Beyond 64 bits: a float, as JSON parsers do, while it is finite. */
+        d = strtod(s, NULL);
+        return isfinite(d) ? json_real(d) : json_stringn(s, len);
+    }
+    if (strncmp(s, "0o", 2) == 0 && all_digits(s + 2, "01234567")) {
+        base = 8;
+    } else if (strncmp(s, "0x", 2) == 0 &&
+               all_digits(s + 2, "0123456789abcdefABCDEF")) {
+        base = 16;
+    }
+    if (base != 10) {
+        errno = 0;
+        v = strtoll(s + 2, NULL, base);
+        if (errno == 0) {
+            return json_integer(v);
+        }
+        return json_stringn(s, len);
+    }
+    if (is_core_float(s)) {
+        d = strtod(s, NULL);
+        if (isfinite(d)) {
+            return json_real(d);
+        }
+    }
+    return json_stringn(s, len);
+}
+
+static int conv_scalar(struct yaml_conv *cv, const yaml_event_t *ev)
+{
+    const char *text = (const char *)ev->data.scalar.value;
+    size_t len = ev->data.scalar.length;
+    const char *tag = (const char *)ev->data.scalar.tag;
+    const char *anchor = (const char *)ev->data.scalar.anchor;
+    json_t *value;
+    int rv;
+
+    rv = conv_count(cv, 1, ev->start_mark);
+    if (rv != 0) {
+        return rv;
+    }
+    if (conv_wants_key(cv)) {
+        /* Keys are the scalar's text whatever it resolves to: `1: x` has
+         * the key "1", as JSON needs string keys. */
+        rv = conv_key(cv, text, len, ev->start_mark);
+        if (rv != 0 || anchor == NULL) {
+            return rv;
+        }
+        value = json_stringn(text, len);
+        if (value == NULL) {
+            return conv_oom(cv);
+        }
+        rv = conv_anchor_add(cv, anchor, value, 1);
+        json_decref(value);
+        return rv;
+    }
+    if (tag == NULL && ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+        value = resolve_plain(text, len);
+    } else if (tag == NULL || strcmp(tag, "!") == 0 ||
+               strcmp(tag, YAML_STR_TAG) == 0) {
+        value = json_stringn(text, len);
+    } else if (strcmp(tag, YAML_NULL_TAG) == 0 ||
+               strcmp(tag, YAML_BOOL_TAG) == 0 ||
+               strcmp(tag, YAML_INT_TAG) == 0 ||
+               strcmp(tag, YAML_FLOAT_TAG) == 0) {
+        bool ok;
+        value = resolve_plain(text, len);
+        if (value == NULL) {
+            return conv_oom(cv);
+        }
+        if (strcmp(tag, YAML_NULL_TAG) == 0) {
+            ok = json_is_null(value);
+        } else if (strcmp(tag, YAML_BOOL_TAG) == 0) {
+            ok = json_is_boolean(value);
+        } else if (strcmp(tag, YAML_INT_TAG) == 0) {
+            ok = json_is_integer(value);
+        } else {
+            ok = json_is_number(value);
+            if (ok && json_is_integer(value)) {
+                json_t *real = json_real((double)json_integer_value(value));
+                json_decref(value);
+                value = real;
+            }
+        }
+        if (value != NULL && !ok) {
+            json_decref(value);
+            return conv_fail(cv, ev->start_mark, "'%s' does not match tag %s",
+                             text, tag);
+        }
+    } else {
+        return conv_fail(cv, ev->start_mark, "unsupported tag '%s'", tag);
+    }
+    if (value == NULL) {
+        return conv_oom(cv);
+    }
+    if (anchor != NULL) {
+        rv = conv_anchor_add(cv, anchor, value, 1);
+        if (rv != 0) {
+            json_decref(value);
+            return rv;
+        }
+    }
+    return conv_add(cv, value, 1);
+}
+
+static int conv_alias(struct yaml_conv *cv, const yaml_event_t *ev)
+{
+    const char *name = (const char *)ev->data.alias.anchor;
+    const struct yaml_anchor *a = conv_anchor_find(cv, name);
+    int rv;
+
+    if (a == NULL) {
+        return conv_fail(cv, ev->start_mark, "unknown anchor '%s'", name);
+    }
+    if (conv_wants_key(cv)) {
+        if (!json_is_string(a->value)) {
+            return conv_fail(cv, ev->start_mark,
+                             "alias '%s' used as a key is not a string", name);
+        }
+        return conv_key(cv, json_string_value(a->value),
+                        json_string_length(a->value), ev->start_mark);
+    }
+    rv = conv_count(cv, a->weight, ev->start_mark);
+    if (rv != 0) {
+        return rv;
+    }
+    /* Share the value: jansson counts references, and a complete node is
+     * never changed again. */
+    return conv_add(cv, json_incref(a->value), a->weight);
+}
+
+static int conv_start(struct yaml_conv *cv, const yaml_event_t *ev)
+{
+    bool mapping = ev->type == YAML_MAPPING_START_EVENT;
+    const char *tag = (const char *)(mapping ? ev->data.mapping_start.tag
+                                             : ev->data.sequence_start.tag);
+    const char *anchor =
+        (const char *)(mapping ? ev->data.mapping_start.anchor
+                               : ev->data.sequence_start.anchor);
+    struct yaml_frame *f;
+    int rv;
+
+    if (conv_wants_key(cv)) {
+        return conv_fail(cv, ev->start_mark,
+                         "only scalars can be mapping keys");
+    }
+    if (tag != NULL && strcmp(tag, "!") != 0 &&
+        strcmp(tag, mapping ? YAML_MAP_TAG : YAML_SEQ_TAG) != 0) {
+        return conv_fail(cv, ev->start_mark, "unsupported tag '%s'", tag);
+    }
+    if (cv->depth == YAML_MAX_DEPTH) {
+        return conv_fail(cv, ev->start_mark, "nested deeper than %d levels",
+                         YAML_MAX_DEPTH);
+    }
+    rv = conv_count(cv, 1, ev->start_mark);
+    if (rv != 0) {
+        return rv;
+    }
+    f = &cv->stack[cv->depth];
+    memset(f, 0, sizeof *f);
+    f->weight = 1;
+    if (anchor != NULL) {
+        f->anchor = rems_strdup(anchor);
+        if (f->anchor == NULL) {
+            return conv_oom(cv);
+        }
+    }
+    f->node = mapping ? json_object() : json_array();
+    if (f->node == NULL) {
+        rems_free(f->anchor);
+        return conv_oom(cv);
+    }
+    cv->depth++;
+    return 0;
+}
+
+static int conv_end(struct yaml_conv *cv)
+{
+    struct yaml_frame f;
+    int rv = 0;
+
+    REMS_ASSERT(cv->depth > 0);
+    f = cv->stack[--cv->depth];
+    REMS_ASSERT(f.key == NULL); /* libyaml pairs every key with a value. */
+    if (f.anchor != NULL) {
+        rv = conv_anchor_add(cv, f.anchor, f.node, f.weight);
+        rems_free(f.anchor);
+    }
+    if (rv != 0) {
+        json_decref(f.node);
+        return rv;
+    }
+    return conv_add(cv, f.node, f.weight);
+}
+
+static int yaml_syntax_error(const yaml_parser_t *parser, char *errmsg)
+{
+    const char *problem = parser->problem != NULL ? parser->problem : "error";
+
+    if (parser->error == YAML_MEMORY_ERROR) {
+        rems_errmsg_oom(errmsg);
+        return REMS_ENOMEM;
+    }
+    if (parser->error == YAML_READER_ERROR) {
+        rems_errmsgf(errmsg, "invalid YAML at byte %zu: %s",
+                     parser->problem_offset, problem);
+    } else if (parser->context != NULL) {
+        rems_errmsgf(errmsg, "invalid YAML at line %zu, column %zu: %s (%s)",
+                     parser->problem_mark.line + 1,
+                     parser->problem_mark.column + 1, problem, parser->context);
+    } else {
+        rems_errmsgf(errmsg, "invalid YAML at line %zu, column %zu: %s",
+                     parser->problem_mark.line + 1,
+                     parser->problem_mark.column + 1, problem);
+    }
+    return REMS_EMALFORMED;
+}
+
+/* Convert the YAML document @text into JSON: mappings to objects, sequences
+ * to arrays, scalars as resolve_plain() says; quoted scalars and scalars
+ * tagged !!str are strings. On success *@out owns an object. Returns
+ * REMS_EMALFORMED for bad YAML (the line and column in @errmsg), REMS_EINVAL
+ * when the document is not a mapping, or REMS_ENOMEM. */
+static int
+yaml_to_json(const char *text, size_t len, json_t **out, char *errmsg)
+{
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    struct yaml_conv cv;
+    bool done = false;
+    int rv = 0;
+
+    memset(&cv, 0, sizeof cv);
+    cv.errmsg = errmsg;
+    if (!yaml_parser_initialize(&parser)) {
+        rems_errmsg_oom(errmsg);
+        return REMS_ENOMEM;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    while (!done && rv == 0) {
+        if (!yaml_parser_parse(&parser, &ev)) {
+            rv = yaml_syntax_error(&parser, errmsg);
+            break;
+        }
+        switch (ev.type) {
+            case YAML_STREAM_END_EVENT:
+                done = true;
+                break;
+            case YAML_DOCUMENT_START_EVENT:
+                if (++cv.docs > 1) {
+                    rv = conv_fail(&cv, ev.start_mark,
+                                   "only one document is allowed");
+                }
+                break;
+            case YAML_ALIAS_EVENT:
+                rv = conv_alias(&cv, &ev);
+                break;
+            case YAML_SCALAR_EVENT:
+                rv = conv_scalar(&cv, &ev);
+                break;
+            case YAML_SEQUENCE_START_EVENT:
+            case YAML_MAPPING_START_EVENT:
+                rv = conv_start(&cv, &ev);
+                break;
+            case YAML_SEQUENCE_END_EVENT:
+            case YAML_MAPPING_END_EVENT:
+                rv = conv_end(&cv);
+                break;
+            case YAML_NO_EVENT:
+            case YAML_STREAM_START_EVENT:
+            case YAML_DOCUMENT_END_EVENT:
+                break;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&parser);
+    if (rv == 0 && !json_is_object(cv.root)) {
+        rems_errmsgf(errmsg, "the value must be a JSON object or YAML mapping");
+        rv = REMS_EINVAL;
+    }
+    if (rv == 0) {
+        *out = cv.root;
+        cv.root = NULL;
+    }
+    conv_close(&cv);
+    return rv;
+}
+
+/* True when the text starts like JSON, so a JSON error says more than a
+ * YAML one. */
+static bool looks_like_json(const char *text, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (strchr(" \t\r\n", text[i]) == NULL) {
+            return text[i] == '{' || text[i] == '[';
+        }
+    }
+    return false;
+}
+
+/* Parse a policy value. On success *@out owns a JSON object and *@verbatim
+ * tells whether @text was JSON, to be sent as it is (*@out then holds its
+ * numbers as reals). Returns 0,
+ * REMS_EMALFORMED (syntax error, with line and column in @errmsg),
+ * REMS_EINVAL (not an object or mapping) or REMS_ENOMEM. */
+static int value_parse(
+    const char *text, size_t len, json_t **out, bool *verbatim, char *errmsg)
+{
+    char yaml_msg[REMS_ERRMSG_SIZE];
+    json_error_t jerr;
+    json_t *v;
+    int rv;
+
+    /* Integers as reals: an integer too big for jansson is still JSON, and
+     * JSON is sent as it is, so jansson only has to check it. */
+    v = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL,
+                   &jerr);
+    if (v != NULL) {
+        if (!json_is_object(v)) {
+            json_decref(v);
+            rems_errmsgf(errmsg,
+                         "the value must be a JSON object or YAML mapping");
+            return REMS_EINVAL;
+        }
+        *out = v;
+        *verbatim = true;
+        return 0;
+    }
+    rv = yaml_to_json(text, len, &v, yaml_msg);
+    if (rv == 0) {
+        *out = v;
+        *verbatim = false;
+        return 0;
+    }
+    if (rv == REMS_EMALFORMED && looks_like_json(text, len)) {
+        rems_errmsgf(errmsg, "invalid JSON at line %d, column %d: %s",
+                     jerr.line, jerr.column, jerr.text);
+        return rv;
+    }
+    memcpy(errmsg, yaml_msg, sizeof yaml_msg);
+    return rv;
+}
+
+/* Read all of @f into @b, which is then NUL-terminated even when empty. */
+static int read_all(FILE *f, struct buf *b, char *errmsg)
+{
+    char chunk[8192];
+    size_t n;
+
+    if (buf_append(b, "", 0) != 0) {
+        rems_errmsg_oom(errmsg);
+        return REMS_ENOMEM;
+    }
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (n > CTL_MAX_INPUT - b->len) {
+            rems_errmsgf(errmsg, "larger than %u MiB", CTL_MAX_INPUT >> 20);
+            return REMS_ETOOBIG;
+        }
+        if (buf_append(b, chunk, n) != 0) {
+            rems_errmsg_oom(errmsg);
+            return REMS_ENOMEM;
+        }
+    }
+    if (ferror(f)) {
+        rems_errmsgf(errmsg, "%s", strerror(errno));
+        return REMS_EIO;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Paths and query strings
+ * ------------------------------------------------------------------------ */
+
+/* Append @key to @b, each '/'-separated segment percent-encoded. */
+static int key_append(struct buf *b, const char *key)
+{
+    const char *seg = key;
+    const char *slash;
+    char *esc;
+    size_t len;
+    int rv;
+
+    for (;;) {
+        slash = strchr(seg, '/');
+        len = slash != NULL ? (size_t)(slash - seg) : strlen(seg);
+        if (len > INT_MAX) {
+            return REMS_ENOMEM;
+        }
+        /* curl_easy_escape() takes a length of 0 to mean strlen(). */
+        if (len > 0) {
+            esc = curl_easy_escape(NULL, seg, (int)len);
+            if (esc == NULL) {
+                return REMS_ENOMEM;
+            }
+            rv = buf_puts(b, esc);
+            curl_free(esc);
+            if (rv != 0) {
+                return rv;
+            }
+        }
+        if (slash == NULL) {
+            return 0;
+        }
+        rv = buf_puts(b, "/");
+        if (rv != 0) {
+            return rv;
+        }
+        seg = slash + 1;
+    }
+}
+
+/* Append "?name=value" or "&name=value", @value percent-encoded; nothing
+ * when @value is NULL. */
+static int query_add(struct buf *b, const char *name, const char *value)
+{
+    char *esc;
+    int rv;
+
+    if (value == NULL) {
+        return 0;
+    }
+    REMS_ASSERT(b->data != NULL);
+    esc = curl_easy_escape(NULL, value, 0);
+    if (esc == NULL) {
+        return REMS_ENOMEM;
+    }
+    rv = buf_printf(b, "%c%s=%s", strchr(b->data, '?') != NULL ? '&' : '?',
+                    name, esc);
+    curl_free(esc);
+    return rv;
+}
+
+/* ------------------------------------------------------------------------
+ * Tables
+ * ------------------------------------------------------------------------ */
+
+#define TABLE_MAX_COLS 8
+
+struct table {
+    size_t ncols;
+    size_t ncells; /* Row-major, the header row first. */
+    size_t cap;
+    char **cells; /* Owned. */
+};
+
+static void table_init(struct table *t, size_t ncols)
+{
+    PRE(ncols > 0 && ncols <= TABLE_MAX_COLS);
+    memset(t, 0, sizeof *t);
+    t->ncols = ncols;
+}
+
+static void table_close(struct table *t)
+{
+    size_t i;
+
+    for (i = 0; i < t->ncells; i++) {
+        rems_free(t->cells[i]);
+    }
+    rems_free(t->cells);
+    t->cells = NULL;
+    t->ncells = 0;
+    t->cap = 0;
+}
+
+/* Add the next cell, a copy of @text with control characters blanked. */
+static int table_add(struct table *t, const char *text)
+{
+    char *copy;
+
+    if (t->ncells == t->cap) {
+        size_t cap = t->cap != 0 ? t->cap * 2 : 16;
+        char **cells = rems_realloc(t->cells, cap * sizeof *cells);
+        if (cells == NULL) {
+            return REMS_ENOMEM;
+        }
+        t->cells = cells;
+        t->cap = cap;
+    }
+    copy = rems_strdup(text);
+    if (copy == NULL) {
+        return REMS_ENOMEM;
+    }
+    sanitize(copy);
+    t->cells[t->ncells++] = copy;
+    return 0;
+}
+
+/* Append how a table shows the JSON value @v: strings without quotes,
+ * numbers and booleans as in JSON, "-" for missing, null or empty values,
+ * containers as compact JSON. */
+static int cell_append(struct buf *b, const json_t *v)
+{
+    if (v == NULL || json_is_null(v) ||
+        (json_is_string(v) && json_string_length(v) == 0)) {
+        return buf_puts(b, "-");
+    }
+    if (json_is_string(v)) {
+        return buf_append(b, json_string_value(v), json_string_length(v));
+    }
+    return buf_json(b, v, JSON_COMPACT);
+}
+
+static int table_add_json(struct table *t, const json_t *v)
+{
+    struct buf b = {0};
+    int rv;
+
+    rv = cell_append(&b, v);
+    if (rv == 0) {
+        rv = table_add(t, b.data);
+    }
+    buf_close(&b);
+    return rv;
+}
+
+static int table_add_field(struct table *t, const json_t *obj, const char *k)
+{
+    return table_add_json(t, json_object_get(obj, k));
+}
+
+/* Display width of UTF-8 @s: its code points, continuation bytes aside. */
+static size_t utf8_width(const char *s)
+{
+    size_t n = 0;
+
+    for (; *s != '\0'; s++) {
+        if (((unsigned char)*s & 0xc0) != 0x80) {
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Print @t, columns two spaces apart, no space at the end of a line. */
+static void table_print(const struct table *t, FILE *out)
+{
+    size_t widths[TABLE_MAX_COLS] = {0};
+    size_t i;
+    size_t col;
+    size_t w;
+
+    PRE(t->ncells % t->ncols == 0);
+    for (i = 0; i < t->ncells; i++) {
+        w = utf8_width(t->cells[i]);
+        col = i % t->ncols;
+        if (w > widths[col]) {
+            widths[col] = w;
+        }
+    }
+    for (i = 0; i < t->ncells; i++) {
+        col = i % t->ncols;
+        fputs(t->cells[i], out);
+        if (col + 1 == t->ncols) {
+            fputc('\n', out);
+            continue;
+        }
+        for (w = utf8_width(t->cells[i]); w < widths[col] + 2; w++) {
+            fputc(' ', out);
+        }
+    }
+}
+
+static int table_headers(struct table *t, const char *const *headers)
+{
+    size_t i;
+    int rv;
+
+    for (i = 0; i < t->ncols; i++) {
+        rv = table_add(t, headers[i]);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Rendering answers
+ * ------------------------------------------------------------------------ */
+
+/* Print "label:" padded, then @v as a table cell shows it. */
+static int field_print(FILE *out, const char *label, const json_t *v)
+{
+    struct buf b = {0};
+    int rv;
+
+    rv = cell_append(&b, v);
+    if (rv == 0) {
+        sanitize(b.data);
+        fprintf(out, "%-15s%s\n", label, b.data);
+    }
+    buf_close(&b);
+    return rv;
+}
+
+/* Append "ID (API_ADDRESS)" of a leader object, or "none known". */
+static int leader_append(struct buf *b, const json_t *leader)
+{
+    const json_t *api = json_object_get(leader, "api_address");
+    int rv;
+
+    if (!json_is_object(leader)) {
+        return buf_puts(b, "none known");
+    }
+    rv = cell_append(b, json_object_get(leader, "id"));
+    if (rv == 0 && json_is_string(api)) {
+        rv = buf_printf(b, " (%s)", json_string_value(api));
+    }
+    return rv;
+}
+
+/* The members table of `status` and `member list`; the member whose id is
+ * @leader_id gets "(leader)" after its role. */
+static int
+render_members(FILE *out, const json_t *members, const json_t *leader_id)
+{
+    static const char *const headers[] = {"ID", "RAFT ADDRESS", "API ADDRESS",
+                                          "ROLE"};
+    struct table t;
+    struct buf role = {0};
+    const json_t *m;
+    size_t i;
+    int rv;
+
+    table_init(&t, 4);
+    rv = table_headers(&t, headers);
+    json_array_foreach(members, i, m)
+    {
+        const json_t *id = json_object_get(m, "id");
+        if (rv == 0) {
+            rv = table_add_field(&t, m, "id");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, m, "raft_address");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, m, "api_address");
+        }
+        role.len = 0;
+        if (rv == 0) {
+            rv = cell_append(&role, json_object_get(m, "role"));
+        }
+        if (rv == 0 && json_is_integer(id) && json_is_integer(leader_id) &&
+            json_integer_value(id) == json_integer_value(leader_id)) {
+            rv = buf_puts(&role, " (leader)");
+        }
+        if (rv == 0) {
+            rv = table_add(&t, role.data);
+        }
+    }
+    if (rv == 0) {
+        table_print(&t, out);
+    }
+    buf_close(&role);
+    table_close(&t);
+    return rv;
+}
+
+static int render_status(FILE *out, const json_t *st)
+{
+    const json_t *leader = json_object_get(st, "leader");
+    const json_t *contact = json_object_get(st, "last_contact_ms");
+    struct buf b = {0};
+    int rv;
+
+    rv = field_print(out, "node id:", json_object_get(st, "node_id"));
+    if (rv == 0) {
+        rv = field_print(out, "role:", json_object_get(st, "role"));
+    }
+    if (rv == 0) {
+        rv = field_print(out, "term:", json_object_get(st, "term"));
+    }
+    if (rv == 0) {
+        rv = leader_append(&b, leader);
+    }
+    if (rv == 0) {
+        sanitize(b.data);
+        fprintf(out, "%-15s%s\n", "leader:", b.data);
+        rv = field_print(out,
+                         "commit index:", json_object_get(st, "commit_index"));
+    }
+    if (rv == 0) {
+        rv = field_print(
+            out, "applied index:", json_object_get(st, "applied_index"));
+    }
+    if (rv == 0 && json_is_integer(contact)) {
+        fprintf(out, "%-15s%" JSON_INTEGER_FORMAT " ms\n",
+                "last contact:", json_integer_value(contact));
+    }
+    if (rv == 0) {
+        fputc('\n', out);
+        rv = render_members(out, json_object_get(st, "members"),
+                            json_object_get(leader, "id"));
+    }
+    buf_close(&b);
+    return rv;
+}
+
+static int render_member_list(FILE *out, const json_t *answer)
+{
+    return render_members(out, json_object_get(answer, "members"),
+                          json_object_get(answer, "leader_id"));
+}
+
+static int render_policy(FILE *out, const json_t *answer)
+{
+    const json_t *value = json_object_get(answer, "value");
+    int rv;
+
+    rv = field_print(out, "key:", json_object_get(answer, "key"));
+    if (rv == 0) {
+        rv = field_print(out, "revision:", json_object_get(answer, "revision"));
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    fprintf(out, "value:\n");
+    if (value == NULL ||
+        json_dumpf(value, out, JSON_INDENT(2) | JSON_ENCODE_ANY) != 0) {
+        fputc('-', out);
+    }
+    fputc('\n', out);
+    return 0;
+}
+
+/* "KEY: revision N (created)" or "(updated)". */
+static int render_policy_put(FILE *out, const json_t *answer)
+{
+    struct buf b = {0};
+    int rv;
+
+    rv = cell_append(&b, json_object_get(answer, "key"));
+    if (rv == 0) {
+        rv = buf_puts(&b, ": revision ");
+    }
+    if (rv == 0) {
+        rv = cell_append(&b, json_object_get(answer, "revision"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(&b, json_is_true(json_object_get(answer, "created"))
+                              ? " (created)"
+                              : " (updated)");
+    }
+    if (rv == 0) {
+        sanitize(b.data);
+        fprintf(out, "%s\n", b.data);
+    }
+    buf_close(&b);
+    return rv;
+}
+
+/* "deleted KEY at revision N". */
+static int render_policy_delete(FILE *out, const json_t *answer)
+{
+    struct buf b = {0};
+    int rv;
+
+    rv = buf_puts(&b, "deleted ");
+    if (rv == 0) {
+        rv = cell_append(&b, json_object_get(answer, "key"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(&b, " at revision ");
+    }
+    if (rv == 0) {
+        rv = cell_append(&b, json_object_get(answer, "revision"));
+    }
+    if (rv == 0) {
+        sanitize(b.data);
+        fprintf(out, "%s\n", b.data);
+    }
+    buf_close(&b);
+    return rv;
+}
+
+static int render_policy_list(FILE *out, const json_t *items)
+{
+    static const char *const headers[] = {"KEY", "REVISION", "MODIFIED"};
+    struct table t;
+    const json_t *item;
+    size_t i;
+    int rv;
+
+    table_init(&t, 3);
+    rv = table_headers(&t, headers);
+    json_array_foreach(items, i, item)
+    {
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "key");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "revision");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "modified_index");
+        }
+    }
+    if (rv == 0) {
+        table_print(&t, out);
+    }
+    table_close(&t);
+    return rv;
+}
+
+static int render_audit(FILE *out, const json_t *answer)
+{
+    static const char *const headers[] = {"INDEX",  "TYPE", "KEY",
+                                          "RESULT", "USER", "REASON"};
+    static const char *const fields[] = {"index",  "type",         "key",
+                                         "result", "requested_by", "reason"};
+    struct table t;
+    const json_t *item;
+    size_t i;
+    size_t k;
+    int rv;
+
+    table_init(&t, 6);
+    rv = table_headers(&t, headers);
+    json_array_foreach(json_object_get(answer, "items"), i, item)
+    {
+        for (k = 0; k < REMS_ARRAY_SIZE(fields) && rv == 0; k++) {
+            rv = table_add_field(&t, item, fields[k]);
+        }
+    }
+    if (rv == 0) {
+        table_print(&t, out);
+    }
+    table_close(&t);
+    return rv;
+}
+
+/* One line for a membership change. Only `member transfer` reads the answer
+ * (for the new leader); the others say what was asked, which the 2xx
+ * status confirmed. */
+static int
+render_member_change(FILE *out, const struct ctl_args *a, const json_t *answer)
+{
+    const json_t *leader = json_object_get(answer, "leader");
+    const json_t *id = json_object_get(leader, "id");
+    struct buf b = {0};
+    int rv;
+
+    switch (a->cmd->id) {
+        case CMD_MEMBER_ADD:
+            fprintf(out, "added member %s as %s\n", a->args[0],
+                    a->role != NULL ? a->role : "voter");
+            return 0;
+        case CMD_MEMBER_REMOVE:
+            fprintf(out, "removed member %s\n", a->args[0]);
+            return 0;
+        case CMD_MEMBER_PROMOTE:
+            fprintf(out, "member %s is now a %s\n", a->args[0],
+                    a->role != NULL ? a->role : "voter");
+            return 0;
+        default:
+            break;
+    }
+    /* docs/api.md: the answer names the new leader; accept it as a leader
+     * object, as leader_id or as id. */
+    if (id == NULL) {
+        id = json_object_get(answer, "leader_id");
+    }
+    if (id == NULL) {
+        id = json_object_get(answer, "id");
+    }
+    if (!json_is_integer(id)) {
+        fprintf(out, "leadership transferred\n");
+        return 0;
+    }
+    rv =
+        buf_printf(&b, "leadership transferred to member %" JSON_INTEGER_FORMAT,
+                   json_integer_value(id));
+    if (rv == 0 && json_is_string(json_object_get(leader, "api_address"))) {
+        rv = buf_printf(
+            &b, " (%s)",
+            json_string_value(json_object_get(leader, "api_address")));
+    }
+    if (rv == 0) {
+        sanitize(b.data);
+        fprintf(out, "%s\n", b.data);
+    }
+    buf_close(&b);
+    return rv;
+}
+
+/* Format an error answer as "STATUS CODE: MESSAGE (field: FIELD)"; for an
+ * answer without a rems error body, quote the start of the body. */
+static void api_error_format(long status,
+                             const json_t *answer,
+                             const char *raw,
+                             size_t raw_len,
+                             char *out,
+                             size_t size)
+{
+    const json_t *e = json_object_get(answer, "error");
+    const char *code = json_string_value(json_object_get(e, "code"));
+    const char *message = json_string_value(json_object_get(e, "message"));
+    const char *field = json_string_value(json_object_get(e, "field"));
+    char snippet[121];
+    size_t n;
+
+    if (code != NULL) {
+        snprintf(out, size, "%ld %s: %s%s%s%s", status, code,
+                 message != NULL ? message : "(no message)",
+                 field != NULL && field[0] != '\0' ? " (field: " : "",
+                 field != NULL && field[0] != '\0' ? field : "",
+                 field != NULL && field[0] != '\0' ? ")" : "");
+        sanitize(out);
+        return;
+    }
+    n = raw_len < sizeof snippet - 1 ? raw_len : sizeof snippet - 1;
+    if (n > 0) {
+        memcpy(snippet, raw, n);
+    }
+    snippet[n] = '\0';
+    sanitize(snippet);
+    while (n > 0 && snippet[n - 1] == ' ') {
+        snippet[--n] = '\0';
+    }
+    snprintf(out, size, "%ld unexpected answer: %s", status,
+             n > 0 ? snippet : "(empty body)");
+}
+
+/* ------------------------------------------------------------------------
+ * HTTP calls
+ * ------------------------------------------------------------------------ */
+
+struct ctl_env {
+    const char *endpoints; /* $REMS_ENDPOINTS, or NULL. */
+    const char *user;      /* $USER, or NULL. */
+    FILE *in;
+    FILE *out;
+    FILE *err;
+};
+
+struct ctl {
+    const struct ctl_args *args;
+    const struct ctl_env *env;
+    CURL *curl;
+    size_t current; /* The endpoint to try first. */
+    char request_id[CTL_REQUEST_ID_SIZE];
+    char curl_errbuf[CURL_ERROR_SIZE];
+};
+
+struct call {
+    const char *method;
+    const char *path; /* Query string included. */
+    const char *body; /* NULL: none. */
+    size_t body_len;
+};
+
+struct reply {
+    long status;
+    struct buf body;
+    bool oom;     /* The body did not fit in memory. */
+    json_t *json; /* The body parsed, or NULL. */
+    const char *endpoint;
+};
+
+static void reply_close(struct reply *r)
+{
+    buf_close(&r->body);
+    json_decref(r->json);
+    r->json = NULL;
+}
+
+static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *data)
+{
+    struct reply *r = data;
+    size_t n = size * nmemb;
+
+    if (buf_append(&r->body, ptr, n) != 0) {
+        r->oom = true;
+        return 0; /* libcurl ends the transfer with CURLE_WRITE_ERROR. */
+    }
+    return n;
+}
+
+static int
+ctl_open(struct ctl *c, const struct ctl_args *a, const struct ctl_env *env)
+{
+    CURLcode cc;
+
+    memset(c, 0, sizeof *c);
+    c->args = a;
+    c->env = env;
+    if (a->request_id != NULL) {
+        snprintf(c->request_id, sizeof c->request_id, "%s", a->request_id);
+    } else {
+        rems_id_random(c->request_id);
+    }
+    c->curl = curl_easy_init();
+    if (c->curl == NULL) {
+        return REMS_ENOMEM;
+    }
+    /* No signals (timeouts are ours to enforce without SIGALRM), no
+     * redirects, plain HTTP only, and the path exactly as built: without
+     * PATH_AS_IS libcurl would resolve "." and ".." segments of a key. */
+    cc = curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
+    if (cc == CURLE_OK) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_FOLLOWLOCATION, 0L);
+    }
+    if (cc == CURLE_OK) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_PROTOCOLS_STR, "http");
+    }
+    if (cc == CURLE_OK) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_PATH_AS_IS, 1L);
+    }
+    if (cc == CURLE_OK) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_TIMEOUT_MS, a->timeout_ms);
+    }
+    /* A node that does not answer SYNs should not eat all of the timeout
+     * before the next endpoint gets its turn. */
+    if (cc == CURLE_OK) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT_MS,
+                              a->timeout_ms < CTL_CONNECT_TIMEOUT_MS
+                                  ? a->timeout_ms
+                                  : CTL_CONNECT_TIMEOUT_MS);
+    }
+    if (cc == CURLE_OK) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_USERAGENT,
+                              "remsctl/" REMS_VERSION);
+    }
+    if (cc == CURLE_OK) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, write_cb);
+    }
+    if (cc == CURLE_OK) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, c->curl_errbuf);
+    }
+    if (cc != CURLE_OK) {
+        curl_easy_cleanup(c->curl);
+        c->curl = NULL;
+        return REMS_ENOMEM;
+    }
+    return 0;
+}
+
+static void ctl_close(struct ctl *c)
+{
+    if (c->curl != NULL) {
+        curl_easy_cleanup(c->curl);
+        c->curl = NULL;
+    }
+}
+
+static int
+header_add(struct curl_slist **list, const char *name, const char *value)
+{
+    struct buf line = {0};
+    struct curl_slist *l;
+    int rv;
+
+    /* "Name:" with nothing after the colon removes a header that libcurl
+     * would add itself. */
+    rv = value != NULL ? buf_printf(&line, "%s: %s", name, value)
+                       : buf_printf(&line, "%s:", name);
+    if (rv != 0) {
+        return rv;
+    }
+    l = curl_slist_append(*list, line.data);
+    buf_close(&line);
+    if (l == NULL) {
+        return REMS_ENOMEM;
+    }
+    *list = l;
+    return 0;
+}
+
+static int call_headers(const struct ctl *c,
+                        const struct call *call,
+                        struct curl_slist **list)
+{
+    const struct ctl_args *a = c->args;
+    char rev[32];
+    int rv;
+
+    /* "Expect:" stops libcurl from waiting for a "100 Continue" before
+     * sending a large body. */
+    rv = header_add(list, "Accept", "application/json");
+    if (rv == 0) {
+        rv = header_add(list, "Expect", NULL);
+    }
+    if (rv == 0 && call->body != NULL) {
+        rv = header_add(list, "Content-Type", "application/json");
+    }
+    if (strcmp(call->method, "GET") == 0) {
+        return rv;
+    }
+    /* An empty --user or --reason sends no header: the server's default
+     * applies. */
+    if (rv == 0 && a->user[0] != '\0') {
+        rv = header_add(list, "X-Rems-User", a->user);
+    }
+    if (rv == 0 && a->reason != NULL && a->reason[0] != '\0') {
+        rv = header_add(list, "X-Rems-Reason", a->reason);
+    }
+    if (rv == 0) {
+        rv = header_add(list, "X-Rems-Request-Id", c->request_id);
+    }
+    if (rv == 0 && a->has_if_match) {
+        snprintf(rev, sizeof rev, "%llu", (unsigned long long)a->if_match);
+        rv = header_add(list, "If-Match", rev);
+    }
+    return rv;
+}
+
+static CURLcode call_setopts(struct ctl *c,
+                             const struct call *call,
+                             const char *url,
+                             struct curl_slist *headers,
+                             struct reply *r)
+{
+    bool get = strcmp(call->method, "GET") == 0;
+    CURLcode cc;
+
+    cc = curl_easy_setopt(c->curl, CURLOPT_URL, url);
+    if (cc == CURLE_OK) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, headers);
+    }
+    if (cc == CURLE_OK) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, r);
+    }
+    if (cc == CURLE_OK && call->body != NULL) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                              (curl_off_t)call->body_len);
+        if (cc == CURLE_OK) {
+            cc = curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, call->body);
+        }
+    } else if (cc == CURLE_OK) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_HTTPGET, 1L);
+    }
+    if (cc == CURLE_OK) {
+        cc = curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST,
+                              get ? NULL : call->method);
+    }
+    return cc;
+}
+
+/* Make @call on the first endpoint that answers. Returns 0 with the answer
+ * in @r (any status), else an exit code after printing why. */
+static int ctl_call(struct ctl *c, const struct call *call, struct reply *r)
+{
+    const struct ctl_args *a = c->args;
+    struct curl_slist *headers = NULL;
+    struct buf url = {0};
+    struct buf tried = {0};
+    char last_error[CURL_ERROR_SIZE] = "no endpoint";
+    size_t i;
+    int rv;
+
+    memset(r, 0, sizeof *r);
+    rv = call_headers(c, call, &headers);
+    for (i = 0; i < a->nendpoints && rv == 0; i++) {
+        size_t k = (c->current + i) % a->nendpoints;
+        const char *ep = a->endpoint[k];
+        CURLcode cc;
+
+        url.len = 0;
+        rv = buf_printf(&url, "http://%s%s", ep, call->path);
+        if (rv == 0) {
+            rv = buf_printf(&tried, "%s%s", i > 0 ? ", " : "", ep);
+        }
+        if (rv != 0) {
+            break;
+        }
+        r->body.len = 0;
+        c->curl_errbuf[0] = '\0';
+        cc = call_setopts(c, call, url.data, headers, r);
+        if (cc == CURLE_OK) {
+            cc = curl_easy_perform(c->curl);
+        }
+        if (r->oom || cc == CURLE_OUT_OF_MEMORY) {
+            rv = REMS_ENOMEM;
+            break;
+        }
+        if (cc == CURLE_OK) {
+            curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &r->status);
+            c->current = k;
+            r->endpoint = ep;
+            if (r->body.len > 0) {
+                r->json = json_loadb(r->body.data, r->body.len, 0, NULL);
+            }
+            goto out;
+        }
+        snprintf(last_error, sizeof last_error, "%s",
+                 c->curl_errbuf[0] != '\0' ? c->curl_errbuf
+                                           : curl_easy_strerror(cc));
+    }
+    if (rv != 0) {
+        fprintf(c->env->err, "remsctl: out of memory\n");
+        rv = CTL_EXIT_FAILED;
+        goto out;
+    }
+    fprintf(c->env->err, "remsctl: no endpoint reachable (tried %s): %s\n",
+            tried.data, last_error);
+    rv = CTL_EXIT_UNREACHABLE;
+
+out:
+    /* The handle keeps pointers to these; clear them before freeing. */
+    curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(headers);
+    buf_close(&url);
+    buf_close(&tried);
+    if (rv != 0) {
+        reply_close(r);
+    }
+    return rv;
+}
+
+static int oom_exit(struct ctl *c)
+{
+    fprintf(c->env->err, "remsctl: out of memory\n");
+    return CTL_EXIT_FAILED;
+}
+
+/* Print why a call failed, when it did. Returns 0 for a 2xx answer with a
+ * JSON object body (then in r->json; an empty body counts as {}), else an
+ * exit code. */
+static int reply_check(struct ctl *c, const struct call *call, struct reply *r)
+{
+    struct curl_header *h;
+    const char *code;
+    char msg[1024];
+    bool is_write = strcmp(call->method, "GET") != 0;
+
+    if (r->status >= 200 && r->status < 300) {
+        if (json_is_object(r->json)) {
+            return 0;
+        }
+        /* docs/api.md gives no body for some membership answers: an empty
+         * one stands for {}. */
+        if (r->body.len == 0) {
+            r->json = json_object();
+            if (r->json == NULL) {
+                return oom_exit(c);
+            }
+            return 0;
+        }
+        fprintf(c->env->err,
+                "remsctl: %s answered %ld without a JSON object body\n",
+                r->endpoint, r->status);
+        return CTL_EXIT_FAILED;
+    }
+    api_error_format(r->status, r->json, r->body.data, r->body.len, msg,
+                     sizeof msg);
+    fprintf(c->env->err, "remsctl: %s\n", msg);
+    code = json_string_value(
+        json_object_get(json_object_get(r->json, "error"), "code"));
+    if (is_write && code != NULL &&
+        (strcmp(code, "unavailable") == 0 || strcmp(code, "timeout") == 0)) {
+        fprintf(c->env->err,
+                "remsctl: the outcome of the write is unknown; retry it with "
+                "--request-id %s\n",
+                c->request_id);
+    } else if (r->status == 503 &&
+               curl_easy_header(c->curl, "Retry-After", 0, CURLH_HEADER, -1,
+                                &h) == CURLHE_OK) {
+        fprintf(c->env->err, "remsctl: retry after %s s\n", h->value);
+    }
+    return CTL_EXIT_FAILED;
+}
+
+/* Make @call and check the answer; on success *@out owns its JSON object. */
+static int ctl_fetch(struct ctl *c, const struct call *call, json_t **out)
+{
+    struct reply r;
+    int rv;
+
+    rv = ctl_call(c, call, &r);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = reply_check(c, call, &r);
+    if (rv == 0) {
+        *out = json_incref(r.json);
+    }
+    reply_close(&r);
+    return rv;
+}
+
+static int print_json(struct ctl *c, const json_t *v)
+{
+    if (json_dumpf(v, c->env->out, JSON_INDENT(2)) != 0) {
+        fprintf(c->env->err, "remsctl: cannot print the answer\n");
+        return CTL_EXIT_FAILED;
+    }
+    fputc('\n', c->env->out);
+    return CTL_EXIT_OK;
+}
+
+/* Print @answer as JSON, or render it as a table. */
+static int output(struct ctl *c,
+                  const json_t *answer,
+                  int (*render)(FILE *out, const json_t *answer))
+{
+    if (c->args->json) {
+        return print_json(c, answer);
+    }
+    if (render(c->env->out, answer) != 0) {
+        return oom_exit(c);
+    }
+    return CTL_EXIT_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Command handlers
+ * ------------------------------------------------------------------------ */
+
+/* GET @path and show the answer with @render. */
+static int run_get(struct ctl *c,
+                   const char *path,
+                   int (*render)(FILE *out, const json_t *answer))
+{
+    struct call call = {.method = "GET", .path = path};
+    json_t *answer = NULL;
+    int rv;
+
+    rv = ctl_fetch(c, &call, &answer);
+    if (rv == 0) {
+        rv = output(c, answer, render);
+    }
+    json_decref(answer);
+    return rv;
+}
+
+/* Send @method @path with the JSON body @body (may be NULL); on success
+ * *@out owns the answer. */
+static int run_write(struct ctl *c,
+                     const char *method,
+                     const char *path,
+                     const json_t *body,
+                     json_t **out)
+{
+    struct call call = {.method = method, .path = path};
+    struct buf text = {0};
+    int rv;
+
+    if (body != NULL) {
+        if (buf_json(&text, body, JSON_COMPACT) != 0) {
+            return oom_exit(c);
+        }
+        call.body = text.data;
+        call.body_len = text.len;
+    }
+    rv = ctl_fetch(c, &call, out);
+    buf_close(&text);
+    return rv;
+}
+
+static int run_member(struct ctl *c)
+{
+    const struct ctl_args *a = c->args;
+    const char *role = a->role != NULL ? a->role : "voter";
+    struct buf path = {0};
+    json_t *body = NULL;
+    json_t *answer = NULL;
+    const char *method = "POST";
+    json_int_t id = 0;
+    int rv = 0;
+
+    if (a->nargs > 0) {
+        bool valid = member_id_parse(a->args[0], &id);
+        REMS_ASSERT(valid); /* ctl_parse() checked it. */
+    }
+    switch (a->cmd->id) {
+        case CMD_MEMBER_ADD:
+            rv = buf_puts(&path, "/v1/members");
+            body =
+                json_pack("{s:I,s:s,s:s,s:s}", "id", id, "raft_address",
+                          a->args[1], "api_address", a->args[2], "role", role);
+            break;
+        case CMD_MEMBER_REMOVE:
+            method = "DELETE";
+            rv = buf_printf(&path, "/v1/members/%" JSON_INTEGER_FORMAT, id);
+            break;
+        case CMD_MEMBER_PROMOTE:
+            rv = buf_printf(&path, "/v1/members/%" JSON_INTEGER_FORMAT "/role",
+                            id);
+            body = json_pack("{s:s}", "role", role);
+            break;
+        default:
+            rv = buf_puts(&path, "/v1/leadership/transfer");
+            body = a->nargs > 0 ? json_pack("{s:I}", "id", id) : json_object();
+            break;
+    }
+    if (rv != 0 || (body == NULL && a->cmd->id != CMD_MEMBER_REMOVE)) {
+        rv = oom_exit(c);
+        goto out;
+    }
+    rv = run_write(c, method, path.data, body, &answer);
+    if (rv != 0) {
+        goto out;
+    }
+    if (a->json) {
+        rv = print_json(c, answer);
+    } else if (render_member_change(c->env->out, a, answer) != 0) {
+        rv = oom_exit(c);
+    }
+
+out:
+    json_decref(answer);
+    json_decref(body);
+    buf_close(&path);
+    return rv;
+}
+
+static int policy_path(struct buf *path, const char *key, bool stale)
+{
+    int rv;
+
+    rv = buf_puts(path, "/v1/policies/");
+    if (rv == 0) {
+        rv = key_append(path, key);
+    }
+    if (rv == 0 && stale) {
+        rv = query_add(path, "consistency", "stale");
+    }
+    return rv;
+}
+
+static int run_policy_get(struct ctl *c)
+{
+    struct buf path = {0};
+    int rv;
+
+    if (policy_path(&path, c->args->args[0], c->args->stale) != 0) {
+        rv = oom_exit(c);
+    } else {
+        rv = run_get(c, path.data, render_policy);
+    }
+    buf_close(&path);
+    return rv;
+}
+
+/* Read the value of `policy put` from -f FILE or standard input. */
+static int put_input(struct ctl *c, struct buf *text)
+{
+    const struct ctl_args *a = c->args;
+    bool use_stdin = a->file == NULL || strcmp(a->file, "-") == 0;
+    const char *source = use_stdin ? "standard input" : a->file;
+    char errmsg[REMS_ERRMSG_SIZE];
+    FILE *f = c->env->in;
+    int rv;
+
+    if (!use_stdin) {
+        f = fopen(a->file, "rb");
+        if (f == NULL) {
+            fprintf(c->env->err, "remsctl: policy put: %s: %s\n", a->file,
+                    strerror(errno));
+            return CTL_EXIT_USAGE;
+        }
+    } else if (isatty(fileno(f))) {
+        fprintf(c->env->err, "remsctl: reading the value from standard input "
+                             "(end it with Ctrl-D)\n");
+    }
+    rv = read_all(f, text, errmsg);
+    if (!use_stdin) {
+        fclose(f);
+    }
+    if (rv == REMS_ENOMEM) {
+        return oom_exit(c);
+    }
+    if (rv != 0) {
+        fprintf(c->env->err, "remsctl: policy put: %s: %s\n", source, errmsg);
+        return CTL_EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int run_policy_put(struct ctl *c)
+{
+    const struct ctl_args *a = c->args;
+    char errmsg[REMS_ERRMSG_SIZE];
+    struct call call = {.method = "PUT"};
+    struct buf text = {0};
+    struct buf compact = {0};
+    struct buf path = {0};
+    json_t *value = NULL;
+    json_t *answer = NULL;
+    bool verbatim = false;
+    int rv;
+
+    rv = put_input(c, &text);
+    if (rv != 0) {
+        goto out;
+    }
+    rv = value_parse(text.data, text.len, &value, &verbatim, errmsg);
+    if (rv == REMS_ENOMEM) {
+        rv = oom_exit(c);
+        goto out;
+    }
+    if (rv == REMS_EINVAL) {
+        fprintf(c->env->err, "remsctl: policy put: %s\n", errmsg);
+        rv = CTL_EXIT_USAGE;
+        goto out;
+    }
+    if (rv != 0) {
+        fprintf(c->env->err, "remsctl: policy put: %s: %s\n",
+                a->file != NULL && strcmp(a->file, "-") != 0 ? a->file
+                                                             : "standard input",
+                errmsg);
+        rv = CTL_EXIT_USAGE;
+        goto out;
+    }
+    if (policy_path(&path, a->args[0], false) != 0 ||
+        (!verbatim && buf_json(&compact, value, JSON_COMPACT) != 0)) {
+        rv = oom_exit(c);
+        goto out;
+    }
+    call.path = path.data;
+    call.body = verbatim ? text.data : compact.data;
+    call.body_len = verbatim ? text.len : compact.len;
+    rv = ctl_fetch(c, &call, &answer);
+    if (rv == 0) {
+        rv = output(c, answer, render_policy_put);
+    }
+
+out:
+    json_decref(answer);
+    json_decref(value);
+    buf_close(&path);
+    buf_close(&compact);
+    buf_close(&text);
+    return rv;
+}
+
+static int run_policy_delete(struct ctl *c)
+{
+    struct buf path = {0};
+    json_t *answer = NULL;
+    int rv;
+
+    if (policy_path(&path, c->args->args[0], false) != 0) {
+        rv = oom_exit(c);
+        goto out;
+    }
+    rv = run_write(c, "DELETE", path.data, NULL, &answer);
+    if (rv == 0) {
+        rv = output(c, answer, render_policy_delete);
+    }
+
+out:
+    json_decref(answer);
+    buf_close(&path);
+    return rv;
+}
+
+/* GET /v1/policies, every page with --all. The pages' items are joined;
+ * with -o json the last page is printed with all the items. */
+static int run_policy_list(struct ctl *c)
+{
+    const struct ctl_args *a = c->args;
+    struct call call = {.method = "GET"};
+    struct buf path = {0};
+    json_t *items = json_array();
+    json_t *page = NULL;
+    const json_t *next = NULL;
+    char *after = NULL;
+    int rv = 0;
+
+    if (items == NULL) {
+        return oom_exit(c);
+    }
+    if (a->after != NULL) {
+        after = rems_strdup(a->after);
+        if (after == NULL) {
+            rv = oom_exit(c);
+            goto out;
+        }
+    }
+    for (;;) {
+        path.len = 0;
+        if (buf_puts(&path, "/v1/policies") != 0 ||
+            query_add(&path, "prefix", a->prefix) != 0 ||
+            query_add(&path, "limit", a->limit) != 0 ||
+            query_add(&path, "after", after) != 0 ||
+            query_add(&path, "consistency", a->stale ? "stale" : NULL) != 0) {
+            rv = oom_exit(c);
+            goto out;
+        }
+        call.path = path.data;
+        json_decref(page);
+        page = NULL;
+        rv = ctl_fetch(c, &call, &page);
+        if (rv != 0) {
+            goto out;
+        }
+        if (!json_is_array(json_object_get(page, "items"))) {
+            fprintf(c->env->err, "remsctl: the answer has no items\n");
+            rv = CTL_EXIT_FAILED;
+            goto out;
+        }
+        if (json_array_extend(items, json_object_get(page, "items")) != 0) {
+            rv = oom_exit(c);
+            goto out;
+        }
+        next = json_object_get(page, "next_after");
+        if (!a->all || !json_is_string(next)) {
+            break;
+        }
+        /* Keys come in order: a page that does not move on would loop. */
+        if (after != NULL && strcmp(json_string_value(next), after) <= 0) {
+            fprintf(c->env->err,
+                    "remsctl: the server's next_after '%s' does "
+                    "not follow '%s'\n",
+                    json_string_value(next), after);
+            rv = CTL_EXIT_FAILED;
+            goto out;
+        }
+        rems_free(after);
+        after = rems_strdup(json_string_value(next));
+        if (after == NULL) {
+            rv = oom_exit(c);
+            goto out;
+        }
+    }
+    if (a->json) {
+        if (a->all && json_object_set(page, "items", items) != 0) {
+            rv = oom_exit(c);
+            goto out;
+        }
+        rv = print_json(c, page);
+        goto out;
+    }
+    if (render_policy_list(c->env->out, items) != 0) {
+        rv = oom_exit(c);
+        goto out;
+    }
+    if (json_is_string(next)) {
+        fprintf(c->env->err,
+                "remsctl: more keys follow: use --after %s, or --all\n",
+                json_string_value(next));
+    }
+
+out:
+    rems_free(after);
+    json_decref(page);
+    json_decref(items);
+    buf_close(&path);
+    return rv;
+}
+
+static int run_audit_list(struct ctl *c)
+{
+    const struct ctl_args *a = c->args;
+    struct buf path = {0};
+    int rv;
+
+    if (buf_puts(&path, "/v1/audit") != 0 ||
+        query_add(&path, "after", a->after) != 0 ||
+        query_add(&path, "limit", a->limit) != 0 ||
+        query_add(&path, "consistency", a->stale ? "stale" : NULL) != 0) {
+        rv = oom_exit(c);
+    } else {
+        rv = run_get(c, path.data, render_audit);
+    }
+    buf_close(&path);
+    return rv;
+}
+
+static int ctl_run(const struct ctl_args *a, const struct ctl_env *env)
+{
+    struct ctl c;
+    int rv;
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(env->err, "remsctl: cannot initialise libcurl\n");
+        return CTL_EXIT_FAILED;
+    }
+    if (ctl_open(&c, a, env) != 0) {
+        fprintf(env->err, "remsctl: cannot initialise libcurl\n");
+        curl_global_cleanup();
+        return CTL_EXIT_FAILED;
+    }
+    switch (a->cmd->id) {
+        case CMD_STATUS:
+            rv = run_get(&c, "/status", render_status);
+            break;
+        case CMD_MEMBER_LIST:
+            rv = run_get(&c, "/v1/members", render_member_list);
+            break;
+        case CMD_MEMBER_ADD:
+        case CMD_MEMBER_REMOVE:
+        case CMD_MEMBER_PROMOTE:
+        case CMD_MEMBER_TRANSFER:
+            rv = run_member(&c);
+            break;
+        case CMD_POLICY_GET:
+            rv = run_policy_get(&c);
+            break;
+        case CMD_POLICY_PUT:
+            rv = run_policy_put(&c);
+            break;
+        case CMD_POLICY_DELETE:
+            rv = run_policy_delete(&c);
+            break;
+        case CMD_POLICY_LIST:
+            rv = run_policy_list(&c);
+            break;
+        case CMD_AUDIT_LIST:
+            rv = run_audit_list(&c);
+            break;
+        default:
+            REMS_ASSERT(false);
+            rv = CTL_EXIT_FAILED;
+            break;
+    }
+    ctl_close(&c);
+    curl_global_cleanup();
+    return rv;
+}
+
+/* The whole of remsctl, with its environment and standard streams passed
+ * in. Returns the exit code. */
+static int ctl_main(int argc, char *const argv[], const struct ctl_env *env)
+{
+    char errmsg[REMS_ERRMSG_SIZE];
+    struct ctl_args a;
+    int code;
+    int rv;
+
+    rv = ctl_parse(argc, argv, env->endpoints, env->user, &a, errmsg);
+    if (rv == REMS_ENOMEM) {
+        fprintf(env->err, "remsctl: out of memory\n");
+        code = CTL_EXIT_FAILED;
+    } else if (rv != 0) {
+        fprintf(env->err, "remsctl: %s\n", errmsg);
+        usage_print(env->err, a.cmd, a.group, false);
+        code = CTL_EXIT_USAGE;
+    } else if (a.action == CTL_ACTION_HELP) {
+        usage_print(env->out, a.cmd, a.group, true);
+        code = CTL_EXIT_OK;
+    } else if (a.action == CTL_ACTION_VERSION) {
+        fprintf(env->out, "remsctl %s\n", REMS_VERSION);
+        code = CTL_EXIT_OK;
+    } else {
+        code = ctl_run(&a, env);
+    }
+    ctl_args_close(&a);
+    if (fflush(env->out) != 0 || ferror(env->out)) {
+        fprintf(env->err, "remsctl: cannot write the output\n");
+        if (code == CTL_EXIT_OK) {
+            code = CTL_EXIT_FAILED;
+        }
+    }
+    return code;
+}
+
+#ifndef REMSCTL_NO_MAIN
+int main(int argc, char *argv[])
+{
+    struct ctl_env env = {
+        .endpoints = getenv("REMS_ENDPOINTS"),
+        .user = getenv("USER"),
+        .in = stdin,
+        .out = stdout,
+        .err = stderr,
+    };
+
+    return ctl_main(argc, argv, &env);
+}
+#endif

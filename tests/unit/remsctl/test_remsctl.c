@@ -1,0 +1,1679 @@
+/* Tests of remsctl: the command line, YAML and JSON input, tables and
+ * answers, and whole commands against a stub HTTP server.
+ *
+ * remsctl is a program, so this file includes api/remsctl.c (built with
+ * REMSCTL_NO_MAIN) and calls its static functions. The stub server runs on a
+ * thread, listens on 127.0.0.1 on a port the kernel picks, serves canned
+ * answers in order, one connection each, and records each request. Once it
+ * has served them all it stops listening, so an unexpected extra request
+ * fails at once instead of waiting. jansson allocates through the test heap,
+ * so every test checks that nothing leaked. */
+#include <setjmp.h> /* cmocka.h needs these four first */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+#include "api/remsctl.c"
+#include "tests/lib/heap.h"
+
+/* ------------------------------------------------------------------------
+ * Stub HTTP server
+ * ------------------------------------------------------------------------ */
+
+#define STUB_MAX 8
+
+struct stub {
+    int fd;
+    int port;
+    pthread_t thread;
+    char *answers[STUB_MAX]; /* Whole HTTP responses, malloc()ed. */
+    size_t nanswers;
+    char *requests[STUB_MAX]; /* As received, malloc()ed. */
+    size_t nrequests;
+};
+
+/* Read one request: the head, then Content-Length bytes of body. */
+static char *stub_read_request(int fd)
+{
+    size_t cap = 1 << 16;
+    size_t len = 0;
+    size_t body = 0;
+    char *buf = malloc(cap + 1);
+    char *end = NULL;
+    ssize_t n;
+
+    /* This runs on the stub's thread, where cmocka cannot fail a test. */
+    if (buf == NULL) {
+        abort();
+    }
+    for (;;) {
+        if ((end != NULL && len >= (size_t)(end + 4 - buf) + body) ||
+            len == cap) {
+            break;
+        }
+        n = read(fd, buf + len, cap - len);
+        if (n <= 0) {
+            break;
+        }
+        len += (size_t)n;
+        buf[len] = '\0';
+        if (end == NULL && (end = strstr(buf, "\r\n\r\n")) != NULL) {
+            const char *cl = strstr(buf, "Content-Length: ");
+            if (cl != NULL && cl < end) {
+                body = (size_t)strtoul(cl + 16, NULL, 10);
+            }
+        }
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+static void *stub_main(void *arg)
+{
+    struct stub *s = arg;
+    size_t i;
+
+    for (i = 0; i < s->nanswers; i++) {
+        int c = accept(s->fd, NULL, NULL);
+        size_t off = 0;
+        size_t len = strlen(s->answers[i]);
+        if (c < 0) {
+            break;
+        }
+        s->requests[s->nrequests++] = stub_read_request(c);
+        while (off < len) {
+            ssize_t n = write(c, s->answers[i] + off, len - off);
+            if (n <= 0) {
+                break;
+            }
+            off += (size_t)n;
+        }
+        close(c);
+    }
+    /* Refuse further connections. */
+    shutdown(s->fd, SHUT_RDWR);
+    return NULL;
+}
+
+/* A socket bound to a free port of 127.0.0.1; with @listen_too, listening. */
+static int bind_loopback(int *port, bool listen_too)
+{
+    struct sockaddr_in sa = {0};
+    socklen_t salen = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = 0;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
+    *port = ntohs(sa.sin_port);
+    if (listen_too) {
+        assert_int_equal(listen(fd, 8), 0);
+    }
+    return fd;
+}
+
+/* A port of 127.0.0.1 where nothing listens: connections are refused. */
+static int closed_port(void)
+{
+    int port;
+    int fd = bind_loopback(&port, false);
+    close(fd);
+    return port;
+}
+
+static void stub_answer(struct stub *s,
+                        const char *status,
+                        const char *headers,
+                        const char *body)
+{
+    char *a;
+    size_t size = strlen(status) + strlen(headers) + strlen(body) + 200;
+
+    assert_true(s->nanswers < STUB_MAX);
+    a = malloc(size);
+    assert_non_null(a);
+    snprintf(a, size,
+             "HTTP/1.1 %s\r\nContent-Type: application/json\r\n%s"
+             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+             status, headers, strlen(body), body);
+    s->answers[s->nanswers++] = a;
+}
+
+static void stub_start(struct stub *s)
+{
+    s->fd = bind_loopback(&s->port, true);
+    assert_int_equal(pthread_create(&s->thread, NULL, stub_main, s), 0);
+}
+
+static void stub_stop(struct stub *s)
+{
+    size_t i;
+
+    shutdown(s->fd, SHUT_RDWR); /* Wakes accept() if requests are missing. */
+    pthread_join(s->thread, NULL);
+    close(s->fd);
+    for (i = 0; i < s->nanswers; i++) {
+        free(s->answers[i]);
+    }
+    for (i = 0; i < s->nrequests; i++) {
+        free(s->requests[i]);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Fixture
+ * ------------------------------------------------------------------------ */
+
+struct fixture {
+    struct test_heap heap;
+    struct stub stub;
+    bool stub_started;
+    char endpoint[64]; /* "127.0.0.1:PORT" of the stub. */
+    int code;
+    char *out;
+    size_t out_len;
+    char *err;
+    size_t err_len;
+    char errmsg[REMS_ERRMSG_SIZE];
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+
+    assert_non_null(f);
+    test_heap_install(&f->heap);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    long live;
+
+    if (f->stub_started) {
+        stub_stop(&f->stub);
+    }
+    free(f->out);
+    free(f->err);
+    live = f->heap.live;
+    test_heap_uninstall(&f->heap);
+    free(f);
+    assert_int_equal(live, 0);
+    return 0;
+}
+
+static void start_stub(struct fixture *f)
+{
+    stub_start(&f->stub);
+    f->stub_started = true;
+    snprintf(f->endpoint, sizeof f->endpoint, "127.0.0.1:%d", f->stub.port);
+}
+
+/* The @i-th request the stub received. */
+static const char *request(struct fixture *f, size_t i)
+{
+    assert_true(i < f->stub.nrequests);
+    return f->stub.requests[i];
+}
+
+static void assert_request_has(struct fixture *f, size_t i, const char *text)
+{
+    const char *req = request(f, i);
+    if (strstr(req, text) == NULL) {
+        fail_msg("request %zu lacks \"%s\":\n%s", i, text, req);
+    }
+}
+
+static void assert_request_lacks(struct fixture *f, size_t i, const char *text)
+{
+    const char *req = request(f, i);
+    if (strstr(req, text) != NULL) {
+        fail_msg("request %zu has \"%s\":\n%s", i, text, req);
+    }
+}
+
+/* The body of the @i-th request. */
+static const char *request_body(struct fixture *f, size_t i)
+{
+    const char *end = strstr(request(f, i), "\r\n\r\n");
+    assert_non_null(end);
+    return end + 4;
+}
+
+/* Run remsctl with $REMS_ENDPOINTS @endpoints, $USER "alice" and @input on
+ * standard input; keep the exit code, stdout and stderr. */
+static int run_argv(struct fixture *f,
+                    const char *endpoints,
+                    const char *input,
+                    char **argv)
+{
+    struct ctl_env env = {.endpoints = endpoints, .user = "alice"};
+    int argc = 0;
+
+    while (argv[argc] != NULL) {
+        argc++;
+    }
+    free(f->out);
+    free(f->err);
+    env.out = open_memstream(&f->out, &f->out_len);
+    env.err = open_memstream(&f->err, &f->err_len);
+    env.in = input != NULL && input[0] != '\0'
+                 ? fmemopen((void *)input, strlen(input), "r")
+                 : fopen("/dev/null", "r");
+    assert_non_null(env.in);
+    assert_non_null(env.out);
+    assert_non_null(env.err);
+    f->code = ctl_main(argc, argv, &env);
+    fclose(env.in);
+    fclose(env.out);
+    fclose(env.err);
+    return f->code;
+}
+
+#define RUN(f, endpoints, input, ...)                                          \
+    run_argv((f), (endpoints), (input),                                        \
+             (char *[]){"remsctl", __VA_ARGS__, NULL})
+
+/* Run against the stub. */
+#define RUN_STUB(f, input, ...) RUN((f), (f)->endpoint, (input), __VA_ARGS__)
+
+/* jansson allocates through rems_malloc(), so the test heap sees it. */
+static void *json_heap_malloc(size_t size)
+{
+    return rems_malloc(size);
+}
+
+static void json_heap_free(void *p)
+{
+    rems_free(p);
+}
+
+/* ------------------------------------------------------------------------
+ * Command line
+ * ------------------------------------------------------------------------ */
+
+static int parse(struct fixture *f, struct ctl_args *a, char **argv)
+{
+    int argc = 0;
+
+    while (argv[argc] != NULL) {
+        argc++;
+    }
+    return ctl_parse(argc, argv, NULL, NULL, a, f->errmsg);
+}
+
+#define PARSE(f, a, ...)                                                       \
+    parse((f), (a), (char *[]){"remsctl", __VA_ARGS__, NULL})
+
+/* Without options: the default endpoint, user and timeout, table output. */
+static void parse_defaults(void **state)
+{
+    struct fixture *f = *state;
+    struct ctl_args a;
+
+    assert_int_equal(PARSE(f, &a, "status"), 0);
+    assert_int_equal(a.action, CTL_ACTION_RUN);
+    assert_int_equal(a.cmd->id, CMD_STATUS);
+    assert_int_equal(a.nendpoints, 1);
+    assert_string_equal(a.endpoint[0], "127.0.0.1:7101");
+    assert_string_equal(a.user, "anonymous");
+    assert_int_equal(a.timeout_ms, 10000);
+    assert_false(a.json);
+    assert_null(a.reason);
+    ctl_args_close(&a);
+}
+
+/* $REMS_ENDPOINTS and $USER are the defaults; options override them. */
+static void parse_environment(void **state)
+{
+    struct fixture *f = *state;
+    char *argv[] = {"remsctl", "member", "list", NULL};
+    char *argv2[] = {"remsctl", "--endpoints", "h:1",  "--user",
+                     "bob",     "member",      "list", NULL};
+    struct ctl_args a;
+
+    assert_int_equal(
+        ctl_parse(3, argv, "a:1,b:2,[::1]:7101", "carol", &a, f->errmsg), 0);
+    assert_int_equal(a.nendpoints, 3);
+    assert_string_equal(a.endpoint[0], "a:1");
+    assert_string_equal(a.endpoint[1], "b:2");
+    assert_string_equal(a.endpoint[2], "[::1]:7101");
+    assert_string_equal(a.user, "carol");
+    ctl_args_close(&a);
+
+    assert_int_equal(ctl_parse(7, argv2, "a:1", "carol", &a, f->errmsg), 0);
+    assert_int_equal(a.nendpoints, 1);
+    assert_string_equal(a.endpoint[0], "h:1");
+    assert_string_equal(a.user, "bob");
+    ctl_args_close(&a);
+
+    /* Empty variables count as unset. */
+    assert_int_equal(ctl_parse(3, argv, "", "", &a, f->errmsg), 0);
+    assert_string_equal(a.endpoint[0], "127.0.0.1:7101");
+    assert_string_equal(a.user, "anonymous");
+    ctl_args_close(&a);
+}
+
+/* Options may come anywhere, as "--name value", "--name=value", "-xvalue". */
+static void parse_option_forms(void **state)
+{
+    struct fixture *f = *state;
+    struct ctl_args a;
+
+    assert_int_equal(PARSE(f, &a, "-ojson", "policy", "--timeout=2.5", "put",
+                           "site/a/web", "-f", "-", "--if-match", "0",
+                           "--reason", "roll out", "--request-id", "r-1"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_POLICY_PUT);
+    assert_true(a.json);
+    assert_int_equal(a.timeout_ms, 2500);
+    assert_int_equal(a.nargs, 1);
+    assert_string_equal(a.args[0], "site/a/web");
+    assert_string_equal(a.file, "-");
+    assert_true(a.has_if_match);
+    assert_int_equal(a.if_match, 0);
+    assert_string_equal(a.reason, "roll out");
+    assert_string_equal(a.request_id, "r-1");
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "policy", "list", "--output", "table",
+                           "--prefix=site/", "--limit", "5", "--after", "k",
+                           "--all", "--stale"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_POLICY_LIST);
+    assert_false(a.json);
+    assert_string_equal(a.prefix, "site/");
+    assert_string_equal(a.limit, "5");
+    assert_string_equal(a.after, "k");
+    assert_true(a.all);
+    assert_true(a.stale);
+    ctl_args_close(&a);
+
+    /* "--" ends the options: a key may start with '-'. */
+    assert_int_equal(PARSE(f, &a, "policy", "get", "--", "-odd-key"), 0);
+    assert_string_equal(a.args[0], "-odd-key");
+    ctl_args_close(&a);
+}
+
+static void parse_member_commands(void **state)
+{
+    struct fixture *f = *state;
+    struct ctl_args a;
+
+    assert_int_equal(PARSE(f, &a, "member", "add", "4", "127.0.0.1:7004",
+                           "127.0.0.1:7104", "--role", "spare"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_MEMBER_ADD);
+    assert_int_equal(a.nargs, 3);
+    assert_string_equal(a.role, "spare");
+    assert_true(a.cmd->write);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "member", "transfer"), 0);
+    assert_int_equal(a.cmd->id, CMD_MEMBER_TRANSFER);
+    assert_int_equal(a.nargs, 0);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "member", "promote", "2"), 0);
+    assert_null(a.role);
+    ctl_args_close(&a);
+}
+
+/* Each usage error names its cause and the usage to show. */
+static void parse_usage_errors(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *argv[8];
+        const char *message;
+        const char *group;
+        int cmd; /* -1: none */
+    } cases[] = {
+        {{NULL}, "missing command", NULL, -1},
+        {{"frob"}, "unknown command 'frob'", NULL, -1},
+        {{"policy"}, "missing policy command", "policy", -1},
+        {{"policy", "frob"}, "unknown command 'policy frob'", "policy", -1},
+        {{"status", "--frob"}, "unknown option '--frob'", NULL, CMD_STATUS},
+        {{"policy", "get"},
+         "missing arguments (expected KEY)",
+         "policy",
+         CMD_POLICY_GET},
+        {{"policy", "get", "a", "b"},
+         "unexpected argument 'b'",
+         "policy",
+         CMD_POLICY_GET},
+        {{"policy", "get", ""},
+         "the key may not be empty",
+         "policy",
+         CMD_POLICY_GET},
+        {{"policy", "put", "k", "--stale"},
+         "option '--stale' is not valid for 'policy put'",
+         "policy",
+         CMD_POLICY_PUT},
+        {{"policy", "get", "k", "--request-id", "x"},
+         "option '--request-id' is not valid for 'policy get'",
+         "policy",
+         CMD_POLICY_GET},
+        {{"status", "--output", "yaml"},
+         "invalid output format 'yaml' (expected json or table)",
+         NULL,
+         CMD_STATUS},
+        {{"status", "--timeout", "0"},
+         "invalid timeout '0' (expected seconds, more than 0 and at most "
+         "86400)",
+         NULL,
+         CMD_STATUS},
+        {{"status", "--timeout", "soon"},
+         "invalid timeout 'soon' (expected seconds, more than 0 and at most "
+         "86400)",
+         NULL,
+         CMD_STATUS},
+        {{"status", "--timeout"},
+         "option '--timeout' needs a value",
+         NULL,
+         CMD_STATUS},
+        {{"status", "--help=yes"},
+         "option '--help' takes no value",
+         NULL,
+         CMD_STATUS},
+        {{"status", "--endpoints", "a:1,,b:2"},
+         "invalid endpoint '' (expected HOST:PORT)",
+         NULL,
+         CMD_STATUS},
+        {{"status", "--endpoints", "http://a:1"},
+         "invalid endpoint 'http://a:1' (expected HOST:PORT)",
+         NULL,
+         CMD_STATUS},
+        {{"member", "add", "0", "a:1", "b:2"},
+         "invalid member id '0' (expected a positive integer)",
+         "member",
+         CMD_MEMBER_ADD},
+        {{"member", "add", "4", "a", "b:2"},
+         "invalid raft address 'a' (expected HOST:PORT)",
+         "member",
+         CMD_MEMBER_ADD},
+        {{"member", "add", "4", "a:1", "b:99999"},
+         "invalid API address 'b:99999' (expected HOST:PORT)",
+         "member",
+         CMD_MEMBER_ADD},
+        {{"member", "remove", "x"},
+         "invalid member id 'x' (expected a positive integer)",
+         "member",
+         CMD_MEMBER_REMOVE},
+        {{"member", "promote", "2", "--role", "boss"},
+         "invalid role 'boss' (expected voter, standby or spare)",
+         "member",
+         CMD_MEMBER_PROMOTE},
+        {{"member", "remove", "9223372036854775808"},
+         "invalid member id '9223372036854775808' (expected a positive "
+         "integer)",
+         "member",
+         CMD_MEMBER_REMOVE},
+        {{"policy", "put", "k", "--if-match", "-1"},
+         "invalid revision '-1' (expected a number, 0 for a key that must "
+         "not exist)",
+         "policy",
+         CMD_POLICY_PUT},
+        {{"policy", "list", "--limit", "0"},
+         "invalid limit '0' (expected a positive integer)",
+         "policy",
+         CMD_POLICY_LIST},
+        {{"audit", "list", "--after", "site/a"},
+         "invalid index 'site/a' (expected a number)",
+         "audit",
+         CMD_AUDIT_LIST},
+        {{"policy", "delete", "k", "--reason", "a\nb"},
+         "--reason may not contain control characters",
+         "policy",
+         CMD_POLICY_DELETE},
+        {{"policy", "delete", "k", "--request-id", "a b"},
+         "invalid request id 'a b' (expected 1-64 characters of "
+         "[A-Za-z0-9_.:-])",
+         "policy",
+         CMD_POLICY_DELETE},
+        {{"help", "frob"}, "unknown command 'frob'", NULL, -1},
+        {{"a", "b", "c", "d", "e", "f", "g"}, "unknown command 'a'", NULL, -1},
+    };
+    size_t i;
+
+    for (i = 0; i < REMS_ARRAY_SIZE(cases); i++) {
+        char *argv[10] = {"remsctl"};
+        struct ctl_args a;
+        size_t n;
+
+        for (n = 0; cases[i].argv[n] != NULL; n++) {
+            argv[n + 1] = (char *)cases[i].argv[n];
+        }
+        if (parse(f, &a, argv) != REMS_EINVAL) {
+            fail_msg("case %zu: accepted", i);
+        }
+        if (strcmp(f->errmsg, cases[i].message) != 0) {
+            fail_msg("case %zu: \"%s\", expected \"%s\"", i, f->errmsg,
+                     cases[i].message);
+        }
+        if (cases[i].cmd < 0) {
+            assert_null(a.cmd);
+        } else {
+            assert_non_null(a.cmd);
+            assert_int_equal(a.cmd->id, cases[i].cmd);
+        }
+        if (cases[i].group == NULL) {
+            assert_null(a.group);
+        } else {
+            assert_non_null(a.group);
+            assert_string_equal(a.group, cases[i].group);
+        }
+        ctl_args_close(&a);
+    }
+}
+
+/* More than CTL_MAX_WORDS words. */
+static void parse_too_many_words(void **state)
+{
+    struct fixture *f = *state;
+    struct ctl_args a;
+
+    assert_int_equal(
+        PARSE(f, &a, "policy", "get", "1", "2", "3", "4", "5", "6", "7"),
+        REMS_EINVAL);
+    assert_string_equal(f->errmsg, "too many arguments");
+    ctl_args_close(&a);
+}
+
+/* help and --help pick their topic; --help wins over other errors. */
+static void parse_help_and_version(void **state)
+{
+    struct fixture *f = *state;
+    struct ctl_args a;
+
+    assert_int_equal(PARSE(f, &a, "--help"), 0);
+    assert_int_equal(a.action, CTL_ACTION_HELP);
+    assert_null(a.cmd);
+    assert_null(a.group);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "help"), 0);
+    assert_int_equal(a.action, CTL_ACTION_HELP);
+    assert_null(a.cmd);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "help", "policy"), 0);
+    assert_int_equal(a.action, CTL_ACTION_HELP);
+    assert_null(a.cmd);
+    assert_string_equal(a.group, "policy");
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "help", "policy", "put"), 0);
+    assert_int_equal(a.cmd->id, CMD_POLICY_PUT);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "member", "add", "-h", "--frob"), 0);
+    assert_int_equal(a.action, CTL_ACTION_HELP);
+    assert_int_equal(a.cmd->id, CMD_MEMBER_ADD);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "--version"), 0);
+    assert_int_equal(a.action, CTL_ACTION_VERSION);
+    ctl_args_close(&a);
+}
+
+static void endpoint_forms(void **state)
+{
+    (void)state;
+    assert_true(endpoint_valid("127.0.0.1:7101"));
+    assert_true(endpoint_valid("node-1.example.com:1"));
+    assert_true(endpoint_valid("[::1]:65535"));
+    assert_true(endpoint_valid("[fe80::1:2]:80"));
+    assert_false(endpoint_valid(""));
+    assert_false(endpoint_valid("host"));
+    assert_false(endpoint_valid(":80"));
+    assert_false(endpoint_valid("host:"));
+    assert_false(endpoint_valid("host:0"));
+    assert_false(endpoint_valid("host:65536"));
+    assert_false(endpoint_valid("host:123456"));
+    assert_false(endpoint_valid("host:8x"));
+    assert_false(endpoint_valid("::1:80"));
+    assert_false(endpoint_valid("[]:80"));
+    assert_false(endpoint_valid("[::1]80:"));
+    assert_false(endpoint_valid("a/b:80"));
+    assert_false(endpoint_valid("user@host:80"));
+    assert_false(endpoint_valid("host name:80"));
+}
+
+/* Out of memory while splitting the endpoints: REMS_ENOMEM, no leak. */
+static void parse_out_of_memory(void **state)
+{
+    struct fixture *f = *state;
+    struct ctl_args a;
+    int rv;
+    long n;
+
+    for (n = 0;; n++) {
+        test_heap_fail_after(&f->heap, n);
+        rv = PARSE(f, &a, "--endpoints", "a:1,b:2", "status");
+        ctl_args_close(&a);
+        if (rv == 0) {
+            break;
+        }
+        assert_int_equal(rv, REMS_ENOMEM);
+        assert_int_equal(f->heap.live, 0);
+    }
+    test_heap_fail_after(&f->heap, -1);
+}
+
+/* ------------------------------------------------------------------------
+ * Paths and queries
+ * ------------------------------------------------------------------------ */
+
+static void key_segments_encoded(void **state)
+{
+    static const struct {
+        const char *key;
+        const char *path;
+    } cases[] = {
+        {"site/a/web", "site/a/web"},
+        {"a b/c%d/\xc3\xbc", "a%20b/c%25d/%C3%BC"},
+        {"a?b#c/d&e=f", "a%3Fb%23c/d%26e%3Df"},
+        {"a//b/", "a//b/"},
+        {"../x", "../x"},
+        {"x", "x"},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < REMS_ARRAY_SIZE(cases); i++) {
+        struct buf b = {0};
+        assert_int_equal(buf_puts(&b, ""), 0);
+        assert_int_equal(key_append(&b, cases[i].key), 0);
+        assert_string_equal(b.data, cases[i].path);
+        buf_close(&b);
+    }
+}
+
+static void query_parameters(void **state)
+{
+    struct buf b = {0};
+
+    (void)state;
+    assert_int_equal(buf_puts(&b, "/v1/policies"), 0);
+    assert_int_equal(query_add(&b, "prefix", "site/a b&c"), 0);
+    assert_int_equal(query_add(&b, "limit", NULL), 0);
+    assert_int_equal(query_add(&b, "after", "k=1"), 0);
+    assert_string_equal(b.data,
+                        "/v1/policies?prefix=site%2Fa%20b%26c&after=k%3D1");
+    buf_close(&b);
+}
+
+/* ------------------------------------------------------------------------
+ * YAML and JSON input
+ * ------------------------------------------------------------------------ */
+
+/* Convert @yaml and compare its compact JSON with @json. */
+static void check_yaml(struct fixture *f, const char *yaml, const char *json)
+{
+    struct buf b = {0};
+    json_t *v = NULL;
+    int rv;
+
+    rv = yaml_to_json(yaml, strlen(yaml), &v, f->errmsg);
+    if (rv != 0) {
+        fail_msg("%s: %s", yaml, f->errmsg);
+    }
+    assert_int_equal(buf_json(&b, v, JSON_COMPACT), 0);
+    assert_string_equal(b.data, json);
+    buf_close(&b);
+    json_decref(v);
+}
+
+static void check_yaml_error(struct fixture *f,
+                             const char *yaml,
+                             int code,
+                             const char *message)
+{
+    json_t *v = NULL;
+
+    assert_int_equal(yaml_to_json(yaml, strlen(yaml), &v, f->errmsg), code);
+    assert_null(v);
+    assert_string_equal(f->errmsg, message);
+}
+
+static const char scalars_yaml[] = "# Scalars of the core schema.\n"
+                                   "name: web\n"
+                                   "replicas: 3\n"
+                                   "ratio: 0.5\n"
+                                   "neg: -7\n"
+                                   "plus: +7\n"
+                                   "hex: 0x1F\n"
+                                   "oct: 0o17\n"
+                                   "exp: 1e3\n"
+                                   "dot: .5\n"
+                                   "on: true\n"
+                                   "off: False\n"
+                                   "nothing: ~\n"
+                                   "Null: NULL\n"
+                                   "empty:\n"
+                                   "quoted: \"123\"\n"
+                                   "single: 'true'\n"
+                                   "tagged: !!str 42\n"
+                                   "forced: !!float 2\n"
+                                   "int: !!int 12\n"
+                                   "yes: yes\n"
+                                   "version: 1.2.3\n"
+                                   "inf: .inf\n"
+                                   "huge: 123456789012345678901234567890\n"
+                                   "hugehex: 0xFFFFFFFFFFFFFFFFFFFF\n"
+                                   "1: one\n"
+                                   "text: |\n"
+                                   "  two\n"
+                                   "  lines\n";
+
+static void yaml_scalars(void **state)
+{
+    check_yaml(*state, scalars_yaml,
+               "{\"name\":\"web\",\"replicas\":3,\"ratio\":0.5,\"neg\":-7,"
+               "\"plus\":7,\"hex\":31,\"oct\":15,\"exp\":1000.0,\"dot\":0.5,"
+               "\"on\":true,\"off\":false,\"nothing\":null,\"Null\":null,"
+               "\"empty\":null,\"quoted\":\"123\",\"single\":\"true\","
+               "\"tagged\":\"42\",\"forced\":2.0,\"int\":12,\"yes\":\"yes\","
+               "\"version\":\"1.2.3\",\"inf\":\".inf\","
+               "\"huge\":1.2345678901234568e29,"
+               "\"hugehex\":\"0xFFFFFFFFFFFFFFFFFFFF\",\"1\":\"one\","
+               "\"text\":\"two\\nlines\\n\"}");
+}
+
+static void yaml_collections(void **state)
+{
+    check_yaml(*state,
+               "list: [a, 1, null]\n"
+               "nested:\n"
+               "  - x: 1\n"
+               "    y: [2, {z: 3}]\n"
+               "  - []\n"
+               "  - {}\n",
+               "{\"list\":[\"a\",1,null],\"nested\":[{\"x\":1,\"y\":[2,"
+               "{\"z\":3}]},[],{}]}");
+    check_yaml(*state, "{a: 1, \"b\": [true]}", "{\"a\":1,\"b\":[true]}");
+    check_yaml(*state, "--- !!map\na: !!seq [1]\n...\n", "{\"a\":[1]}");
+}
+
+static void yaml_anchors(void **state)
+{
+    check_yaml(*state,
+               "base: &b {image: web, port: 80}\n"
+               "a: *b\n"
+               "k: &k key\n"
+               "*k : &n 5\n"
+               "n: *n\n"
+               "c: &b [redefined]\n"
+               "d: *b\n",
+               "{\"base\":{\"image\":\"web\",\"port\":80},"
+               "\"a\":{\"image\":\"web\",\"port\":80},\"k\":\"key\","
+               "\"key\":5,\"n\":5,\"c\":[\"redefined\"],"
+               "\"d\":[\"redefined\"]}");
+}
+
+static void yaml_errors(void **state)
+{
+    struct fixture *f = *state;
+
+    check_yaml_error(f, "a: 1\nb: 2\na: 3\n", REMS_EMALFORMED,
+                     "invalid YAML at line 3, column 1: duplicate key 'a'");
+    check_yaml_error(f, "a: [1, 2\n", REMS_EMALFORMED,
+                     "invalid YAML at line 2, column 1: did not find "
+                     "expected ',' or ']' (while parsing a flow sequence)");
+    check_yaml_error(f, "a: b: c\n", REMS_EMALFORMED,
+                     "invalid YAML at line 1, column 5: mapping values are "
+                     "not allowed in this context");
+    check_yaml_error(f, "a: 1\n---\nb: 2\n", REMS_EMALFORMED,
+                     "invalid YAML at line 2, column 1: only one document is "
+                     "allowed");
+    check_yaml_error(f, "a: !!binary aGk=\n", REMS_EMALFORMED,
+                     "invalid YAML at line 1, column 4: unsupported tag "
+                     "'tag:yaml.org,2002:binary'");
+    check_yaml_error(f, "a: !local {}\n", REMS_EMALFORMED,
+                     "invalid YAML at line 1, column 4: unsupported tag "
+                     "'!local'");
+    check_yaml_error(f, "a: !!int abc\n", REMS_EMALFORMED,
+                     "invalid YAML at line 1, column 4: 'abc' does not match "
+                     "tag tag:yaml.org,2002:int");
+    check_yaml_error(f, "a: !!bool yes\n", REMS_EMALFORMED,
+                     "invalid YAML at line 1, column 4: 'yes' does not match "
+                     "tag tag:yaml.org,2002:bool");
+    check_yaml_error(f, "a: !!null 0\n", REMS_EMALFORMED,
+                     "invalid YAML at line 1, column 4: '0' does not match "
+                     "tag tag:yaml.org,2002:null");
+    check_yaml_error(f, "a: !!float x\n", REMS_EMALFORMED,
+                     "invalid YAML at line 1, column 4: 'x' does not match "
+                     "tag tag:yaml.org,2002:float");
+    check_yaml_error(f, "? [a]\n: 1\n", REMS_EMALFORMED,
+                     "invalid YAML at line 1, column 3: only scalars can be "
+                     "mapping keys");
+    check_yaml_error(f, "a: *nope\n", REMS_EMALFORMED,
+                     "invalid YAML at line 1, column 4: unknown anchor "
+                     "'nope'");
+    check_yaml_error(f, "a: &x [1]\n*x : 2\n", REMS_EMALFORMED,
+                     "invalid YAML at line 2, column 1: alias 'x' used as a "
+                     "key is not a string");
+    check_yaml_error(f, "a: \"\\0\"\n\"b\\0\": 1\n", REMS_EMALFORMED,
+                     "invalid YAML at line 2, column 1: a key contains a NUL "
+                     "character");
+    check_yaml_error(f, "a: \xff\n", REMS_EMALFORMED,
+                     "invalid YAML at byte 3: invalid leading UTF-8 octet");
+    check_yaml_error(f, "- a\n- b\n", REMS_EINVAL,
+                     "the value must be a JSON object or YAML mapping");
+    check_yaml_error(f, "just text\n", REMS_EINVAL,
+                     "the value must be a JSON object or YAML mapping");
+    check_yaml_error(f, "", REMS_EINVAL,
+                     "the value must be a JSON object or YAML mapping");
+    check_yaml_error(f, "# only a comment\n", REMS_EINVAL,
+                     "the value must be a JSON object or YAML mapping");
+}
+
+/* Nesting is capped, and so is alias expansion ("billion laughs"). */
+static void yaml_limits(void **state)
+{
+    struct fixture *f = *state;
+    char deep[2 * YAML_MAX_DEPTH + 8];
+    size_t i;
+
+    memset(deep, 0, sizeof deep);
+    for (i = 0; i <= YAML_MAX_DEPTH; i++) {
+        deep[i] = '[';
+    }
+    check_yaml_error(f, deep, REMS_EMALFORMED,
+                     "invalid YAML at line 1, column 65: nested deeper than "
+                     "64 levels");
+    check_yaml_error(
+        f,
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+        "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+        "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+        "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
+        REMS_EMALFORMED,
+        "invalid YAML at line 6, column 36: more than 1000000 nodes once "
+        "aliases are expanded");
+}
+
+/* Failing each allocation in turn gives REMS_ENOMEM and leaks nothing. */
+static void yaml_out_of_memory(void **state)
+{
+    struct fixture *f = *state;
+    const char *yaml = "base: &b {image: web, ports: [80, 443]}\n"
+                       "a: *b\n"
+                       "c: &c text\n"
+                       "d: [1, 2.5, true, ~, \"s\"]\n";
+    json_t *v = NULL;
+    int rv;
+    long n;
+
+    for (n = 0;; n++) {
+        test_heap_fail_after(&f->heap, n);
+        rv = yaml_to_json(yaml, strlen(yaml), &v, f->errmsg);
+        if (rv == 0) {
+            break;
+        }
+        assert_int_equal(rv, REMS_ENOMEM);
+        assert_string_equal(f->errmsg, "out of memory");
+        assert_null(v);
+        assert_int_equal(f->heap.live, 0);
+    }
+    test_heap_fail_after(&f->heap, -1);
+    assert_true(n > 10);
+    json_decref(v);
+}
+
+static void value_json_is_verbatim(void **state)
+{
+    struct fixture *f = *state;
+    const char *text = "{\"n\": 12345678901234567, \"a\": [1, 2]}\n";
+    json_t *v = NULL;
+    bool verbatim = false;
+
+    assert_int_equal(value_parse(text, strlen(text), &v, &verbatim, f->errmsg),
+                     0);
+    assert_true(verbatim);
+    assert_true(json_is_object(v));
+    json_decref(v);
+
+    text = "{a: 1}";
+    v = NULL;
+    assert_int_equal(value_parse(text, strlen(text), &v, &verbatim, f->errmsg),
+                     0);
+    assert_false(verbatim);
+    assert_int_equal(json_integer_value(json_object_get(v, "a")), 1);
+    json_decref(v);
+}
+
+static void value_errors(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *text;
+        int code;
+        const char *message;
+    } cases[] = {
+        {"[1, 2]", REMS_EINVAL,
+         "the value must be a JSON object or YAML mapping"},
+        {"\"text\"", REMS_EINVAL,
+         "the value must be a JSON object or YAML mapping"},
+        {"", REMS_EINVAL, "the value must be a JSON object or YAML mapping"},
+        /* Starts like JSON: the JSON error is the useful one. */
+        {"{\n  \"a\": 1\n  \"b\": 2\n}", REMS_EMALFORMED,
+         "invalid JSON at line 3, column 5: '}' expected near '\"b\"'"},
+        {"{\"a\": 1, \"a\": 2}", REMS_EMALFORMED,
+         "invalid JSON at line 1, column 12: duplicate object key near "
+         "'\"a\"'"},
+        {"a: 1\n b: 2\nc", REMS_EMALFORMED,
+         "invalid YAML at line 2, column 3: mapping values are not allowed "
+         "in this context"},
+    };
+    size_t i;
+
+    for (i = 0; i < REMS_ARRAY_SIZE(cases); i++) {
+        json_t *v = NULL;
+        bool verbatim;
+        int rv = value_parse(cases[i].text, strlen(cases[i].text), &v,
+                             &verbatim, f->errmsg);
+        if (rv != cases[i].code || strcmp(f->errmsg, cases[i].message) != 0) {
+            fail_msg("case %zu: %d \"%s\"", i, rv, f->errmsg);
+        }
+        assert_null(v);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Tables and rendering
+ * ------------------------------------------------------------------------ */
+
+/* Render @json with @render into a string (malloc()ed). */
+static char *render_to_string(int (*render)(FILE *out, const json_t *answer),
+                              const char *json)
+{
+    json_error_t jerr;
+    json_t *v = json_loads(json, 0, &jerr);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out;
+
+    if (v == NULL) {
+        fail_msg("bad test JSON: %s", jerr.text);
+    }
+    out = open_memstream(&text, &len);
+    assert_non_null(out);
+    assert_int_equal(render(out, v), 0);
+    fclose(out);
+    json_decref(v);
+    return text;
+}
+
+static void check_render(int (*render)(FILE *out, const json_t *answer),
+                         const char *json,
+                         const char *expected)
+{
+    char *text = render_to_string(render, json);
+    assert_string_equal(text, expected);
+    free(text);
+}
+
+static void table_layout(void **state)
+{
+    static const char *const headers[] = {"KEY", "VALUE", "NOTE"};
+    struct table t;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out;
+
+    (void)state;
+    table_init(&t, 3);
+    assert_int_equal(table_headers(&t, headers), 0);
+    assert_int_equal(table_add(&t, "caf\xc3\xa9"), 0);
+    assert_int_equal(table_add(&t, "1"), 0);
+    assert_int_equal(table_add(&t, "line\none\ttab"), 0);
+    assert_int_equal(table_add(&t, "a-much-longer-key"), 0);
+    assert_int_equal(table_add(&t, "12345"), 0);
+    assert_int_equal(table_add(&t, "x"), 0);
+    out = open_memstream(&text, &len);
+    assert_non_null(out);
+    table_print(&t, out);
+    fclose(out);
+    assert_string_equal(text, "KEY                VALUE  NOTE\n"
+                              "caf\xc3\xa9               1      line one tab\n"
+                              "a-much-longer-key  12345  x\n");
+    free(text);
+    table_close(&t);
+}
+
+static void table_out_of_memory(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const headers[] = {"A", "B"};
+    struct table t;
+    long n;
+    int rv;
+    int i;
+
+    for (n = 0;; n++) {
+        test_heap_fail_after(&f->heap, n);
+        table_init(&t, 2);
+        rv = table_headers(&t, headers);
+        for (i = 0; i < 20 && rv == 0; i++) {
+            rv = table_add(&t, "cell");
+        }
+        table_close(&t);
+        assert_int_equal(f->heap.live, 0);
+        if (rv == 0) {
+            break;
+        }
+        assert_int_equal(rv, REMS_ENOMEM);
+    }
+    test_heap_fail_after(&f->heap, -1);
+}
+
+static const char status_json[] =
+    "{\"node_id\": 1, \"role\": \"leader\", \"term\": 3,"
+    " \"leader\": {\"id\": 1, \"raft_address\": \"127.0.0.1:7001\","
+    " \"api_address\": \"127.0.0.1:7101\"},"
+    " \"members\": ["
+    " {\"id\": 1, \"raft_address\": \"127.0.0.1:7001\","
+    " \"api_address\": \"127.0.0.1:7101\", \"role\": \"voter\"},"
+    " {\"id\": 2, \"raft_address\": \"127.0.0.1:7002\","
+    " \"api_address\": \"127.0.0.1:7102\", \"role\": \"voter\"},"
+    " {\"id\": 12, \"raft_address\": \"10.0.0.12:7001\","
+    " \"api_address\": \"10.0.0.12:7101\", \"role\": \"standby\"}],"
+    " \"commit_index\": 42, \"applied_index\": 41, \"last_index\": 42,"
+    " \"last_contact_ms\": 0, \"version\": \"0.1.0\", \"cluster_id\": \"c\"}";
+
+static const char status_table[] =
+    "node id:       1\n"
+    "role:          leader\n"
+    "term:          3\n"
+    "leader:        1 (127.0.0.1:7101)\n"
+    "commit index:  42\n"
+    "applied index: 41\n"
+    "last contact:  0 ms\n"
+    "\n"
+    "ID  RAFT ADDRESS    API ADDRESS     ROLE\n"
+    "1   127.0.0.1:7001  127.0.0.1:7101  voter (leader)\n"
+    "2   127.0.0.1:7002  127.0.0.1:7102  voter\n"
+    "12  10.0.0.12:7001  10.0.0.12:7101  standby\n";
+
+static void render_status_table(void **state)
+{
+    (void)state;
+    check_render(render_status, status_json, status_table);
+    /* No leader known, and fields missing. */
+    check_render(render_status,
+                 "{\"node_id\": 3, \"role\": \"candidate\", \"term\": 9,"
+                 " \"leader\": null, \"members\": []}",
+                 "node id:       3\n"
+                 "role:          candidate\n"
+                 "term:          9\n"
+                 "leader:        none known\n"
+                 "commit index:  -\n"
+                 "applied index: -\n"
+                 "\n"
+                 "ID  RAFT ADDRESS  API ADDRESS  ROLE\n");
+}
+
+static void render_other_answers(void **state)
+{
+    (void)state;
+    check_render(render_member_list,
+                 "{\"members\": [{\"id\": 1, \"raft_address\": \"a:1\","
+                 " \"api_address\": \"a:2\", \"role\": \"voter\"},"
+                 " {\"id\": 2, \"raft_address\": \"b:1\","
+                 " \"api_address\": \"b:2\", \"role\": \"spare\"}],"
+                 " \"leader_id\": 2}",
+                 "ID  RAFT ADDRESS  API ADDRESS  ROLE\n"
+                 "1   a:1           a:2          voter\n"
+                 "2   b:1           b:2          spare (leader)\n");
+    check_render(render_policy,
+                 "{\"key\": \"site/a/web\", \"value\": {\"image\": \"web:1.2\","
+                 " \"ports\": [80]}, \"revision\": 17, \"created_index\": 12,"
+                 " \"modified_index\": 17}",
+                 "key:           site/a/web\n"
+                 "revision:      17\n"
+                 "value:\n"
+                 "{\n"
+                 "  \"image\": \"web:1.2\",\n"
+                 "  \"ports\": [\n"
+                 "    80\n"
+                 "  ]\n"
+                 "}\n");
+    check_render(render_policy_put,
+                 "{\"key\": \"site/a/web\", \"revision\": 17, \"created\": "
+                 "true, \"index\": 17}",
+                 "site/a/web: revision 17 (created)\n");
+    check_render(render_policy_put,
+                 "{\"key\": \"site/a/web\", \"revision\": 19, \"created\": "
+                 "false, \"index\": 19}",
+                 "site/a/web: revision 19 (updated)\n");
+    check_render(render_policy_delete,
+                 "{\"key\": \"site/a/web\", \"deleted\": true, \"revision\": "
+                 "18, \"index\": 18}",
+                 "deleted site/a/web at revision 18\n");
+    check_render(render_audit,
+                 "{\"items\": [{\"index\": 17, \"time_ms\": 1795000000000,"
+                 " \"type\": \"policy_put\", \"key\": \"site/a/web\","
+                 " \"requested_by\": \"alice\", \"reason\": \"roll\\nout\","
+                 " \"result\": \"ok\", \"revision\": 17},"
+                 " {\"index\": 18, \"type\": \"member_add\","
+                 " \"requested_by\": \"bob\", \"reason\": \"\","
+                 " \"result\": \"rejected\"}], \"next_after\": 18}",
+                 "INDEX  TYPE        KEY         RESULT    USER   REASON\n"
+                 "17     policy_put  site/a/web  ok        alice  roll out\n"
+                 "18     member_add  -           rejected  bob    -\n");
+}
+
+static void render_out_of_memory(void **state)
+{
+    struct fixture *f = *state;
+    json_t *v;
+    FILE *out;
+    char *text = NULL;
+    size_t len = 0;
+    long n;
+    int rv;
+
+    v = json_loads(status_json, 0, NULL);
+    assert_non_null(v);
+    out = open_memstream(&text, &len);
+    assert_non_null(out);
+    for (n = 0;; n++) {
+        long live = f->heap.live;
+        test_heap_fail_after(&f->heap, n);
+        rv = render_status(out, v);
+        test_heap_fail_after(&f->heap, -1);
+        assert_int_equal(f->heap.live, live);
+        if (rv == 0) {
+            break;
+        }
+        assert_int_equal(rv, REMS_ENOMEM);
+    }
+    fclose(out);
+    free(text);
+    json_decref(v);
+}
+
+static void api_errors_formatted(void **state)
+{
+    char out[256];
+    json_t *v;
+
+    (void)state;
+    v = json_loads("{\"error\": {\"code\": \"conflict\", \"message\":"
+                   " \"revision is 12, If-Match asked for 9\", \"field\":"
+                   " \"If-Match\", \"current_revision\": 12}}",
+                   0, NULL);
+    assert_non_null(v);
+    api_error_format(409, v, "", 0, out, sizeof out);
+    assert_string_equal(out, "409 conflict: revision is 12, If-Match asked "
+                             "for 9 (field: If-Match)");
+    json_decref(v);
+
+    v = json_loads("{\"error\": {\"code\": \"no_leader\", \"message\":"
+                   " \"no leader known\"}}",
+                   0, NULL);
+    assert_non_null(v);
+    api_error_format(503, v, "", 0, out, sizeof out);
+    assert_string_equal(out, "503 no_leader: no leader known");
+    json_decref(v);
+
+    api_error_format(502, NULL, "<html>\r\nBad gateway\n", 20, out, sizeof out);
+    assert_string_equal(out, "502 unexpected answer: <html>  Bad gateway");
+    api_error_format(500, NULL, NULL, 0, out, sizeof out);
+    assert_string_equal(out, "500 unexpected answer: (empty body)");
+}
+
+/* ------------------------------------------------------------------------
+ * Whole commands
+ * ------------------------------------------------------------------------ */
+
+static void main_help_and_version(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(RUN(f, NULL, NULL, "--version"), 0);
+    assert_string_equal(f->out, "remsctl " REMS_VERSION "\n");
+    assert_string_equal(f->err, "");
+
+    assert_int_equal(RUN(f, NULL, NULL, "--help"), 0);
+    assert_non_null(strstr(f->out, "usage: remsctl [OPTIONS] COMMAND"));
+    assert_non_null(strstr(f->out, "  policy list       List policies\n"));
+    assert_string_equal(f->err, "");
+
+    assert_int_equal(RUN(f, NULL, NULL, "help", "policy", "put"), 0);
+    assert_non_null(strstr(f->out, "usage: remsctl [OPTIONS] policy put KEY "
+                                   "[-f FILE|-] [--if-match REV] "
+                                   "[--request-id ID]\n"));
+
+    assert_int_equal(RUN(f, NULL, NULL, "member", "--help"), 0);
+    assert_non_null(strstr(f->out, "  member transfer   Transfer leadership"));
+}
+
+static void main_usage_error(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(RUN(f, NULL, NULL, "policy", "get"), CTL_EXIT_USAGE);
+    assert_string_equal(f->out, "");
+    assert_non_null(strstr(f->err, "remsctl: missing arguments (expected "
+                                   "KEY)\nusage: remsctl [OPTIONS] policy get "
+                                   "KEY [--stale]\n"));
+
+    assert_int_equal(run_argv(f, NULL, NULL, (char *[]){"remsctl", NULL}),
+                     CTL_EXIT_USAGE);
+    assert_string_equal(f->err,
+                        "remsctl: missing command\n"
+                        "usage: remsctl [OPTIONS] COMMAND [ARGS...]\n"
+                        "Run 'remsctl --help' for the commands and options.\n");
+}
+
+static void main_unreachable(void **state)
+{
+    struct fixture *f = *state;
+    char endpoints[64];
+    char expected[256];
+    int p1 = closed_port();
+    int p2 = closed_port();
+
+    snprintf(endpoints, sizeof endpoints, "127.0.0.1:%d,127.0.0.1:%d", p1, p2);
+    assert_int_equal(RUN(f, endpoints, NULL, "status"), CTL_EXIT_UNREACHABLE);
+    assert_string_equal(f->out, "");
+    snprintf(expected, sizeof expected,
+             "remsctl: no endpoint reachable (tried 127.0.0.1:%d, "
+             "127.0.0.1:%d): ",
+             p1, p2);
+    assert_memory_equal(f->err, expected, strlen(expected));
+}
+
+static void main_status(void **state)
+{
+    struct fixture *f = *state;
+
+    stub_answer(&f->stub, "200 OK", "", status_json);
+    stub_answer(&f->stub, "200 OK", "", status_json);
+    start_stub(f);
+    assert_int_equal(RUN_STUB(f, NULL, "status"), 0);
+    assert_string_equal(f->out, status_table);
+    assert_string_equal(f->err, "");
+    assert_request_has(f, 0, "GET /status HTTP/1.1\r\n");
+    assert_request_has(f, 0, "\r\nAccept: application/json\r\n");
+    /* Reads carry no audit headers. */
+    assert_request_lacks(f, 0, "X-Rems-");
+
+    assert_int_equal(RUN_STUB(f, NULL, "status", "-o", "json"), 0);
+    assert_memory_equal(f->out, "{\n  \"node_id\": 1,\n  \"role\": \"leader\"",
+                        36);
+    assert_string_equal(f->out + f->out_len - 3, "\n}\n");
+}
+
+/* The first endpoint refuses; the second answers. */
+static void main_failover(void **state)
+{
+    struct fixture *f = *state;
+    char endpoints[64];
+
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"members\": [], \"leader_id\": null}");
+    start_stub(f);
+    snprintf(endpoints, sizeof endpoints, "127.0.0.1:%d,%s", closed_port(),
+             f->endpoint);
+    assert_int_equal(RUN(f, endpoints, NULL, "member", "list"), 0);
+    assert_string_equal(f->out, "ID  RAFT ADDRESS  API ADDRESS  ROLE\n");
+    assert_request_has(f, 0, "GET /v1/members HTTP/1.1\r\n");
+}
+
+static void main_policy_put_yaml(void **state)
+{
+    struct fixture *f = *state;
+
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"key\": \"site/a b/web\", \"revision\": 17, \"created\": "
+                "true, \"index\": 17}");
+    start_stub(f);
+    assert_int_equal(RUN_STUB(f, "image: web:1.2\nreplicas: 3\n", "policy",
+                              "put", "site/a b/web", "--if-match", "0",
+                              "--user", "bob", "--reason", "roll out",
+                              "--request-id", "req-1"),
+                     0);
+    assert_string_equal(f->out, "site/a b/web: revision 17 (created)\n");
+    assert_string_equal(f->err, "");
+    assert_request_has(f, 0, "PUT /v1/policies/site/a%20b/web HTTP/1.1\r\n");
+    assert_request_has(f, 0, "\r\nX-Rems-User: bob\r\n");
+    assert_request_has(f, 0, "\r\nX-Rems-Reason: roll out\r\n");
+    assert_request_has(f, 0, "\r\nX-Rems-Request-Id: req-1\r\n");
+    assert_request_has(f, 0, "\r\nIf-Match: 0\r\n");
+    assert_request_has(f, 0, "\r\nContent-Type: application/json\r\n");
+    assert_request_lacks(f, 0, "Expect:");
+    assert_string_equal(request_body(f, 0),
+                        "{\"image\":\"web:1.2\",\"replicas\":3}");
+}
+
+/* JSON is sent as it is, from a file; a random request id is sent. */
+static void main_policy_put_json_file(void **state)
+{
+    struct fixture *f = *state;
+    const char *json = "{\"big\": 123456789012345678901234567890}\n";
+    char path[] = "/tmp/remsctl-test-XXXXXX";
+    int fd = mkstemp(path);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+    close(fd);
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"key\": \"k\", \"revision\": 3, \"created\": false}");
+    start_stub(f);
+    assert_int_equal(RUN_STUB(f, NULL, "policy", "put", "k", "-f", path), 0);
+    unlink(path);
+    assert_string_equal(f->out, "k: revision 3 (updated)\n");
+    assert_string_equal(request_body(f, 0), json);
+    assert_request_has(f, 0, "\r\nX-Rems-User: alice\r\n");
+    assert_request_has(f, 0, "\r\nX-Rems-Request-Id: ");
+    assert_request_lacks(f, 0, "X-Rems-Reason");
+    assert_request_lacks(f, 0, "If-Match");
+}
+
+/* Bad input is a usage error, and nothing is sent. */
+static void main_policy_put_bad_input(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(
+        RUN(f, "127.0.0.1:1", "- a\n", "policy", "put", "k", "-f", "-"),
+        CTL_EXIT_USAGE);
+    assert_string_equal(f->err, "remsctl: policy put: the value must be a "
+                                "JSON object or YAML mapping\n");
+    assert_string_equal(f->out, "");
+
+    assert_int_equal(RUN(f, "127.0.0.1:1", "a: [\n", "policy", "put", "k"),
+                     CTL_EXIT_USAGE);
+    assert_string_equal(f->err,
+                        "remsctl: policy put: standard input: invalid YAML at "
+                        "line 2, column 1: did not find expected node content "
+                        "(while parsing a flow node)\n");
+
+    assert_int_equal(RUN(f, "127.0.0.1:1", NULL, "policy", "put", "k", "-f",
+                         "/nonexistent/value.yaml"),
+                     CTL_EXIT_USAGE);
+    assert_string_equal(f->err, "remsctl: policy put: /nonexistent/value.yaml: "
+                                "No such file or directory\n");
+}
+
+/* An error answer: exit 1, the error on stderr, nothing on stdout. */
+static void main_api_error(void **state)
+{
+    struct fixture *f = *state;
+
+    stub_answer(&f->stub, "409 Conflict", "",
+                "{\"error\": {\"code\": \"conflict\", \"message\": \"revision "
+                "is 12, If-Match asked for 9\", \"field\": \"If-Match\", "
+                "\"current_revision\": 12}}");
+    stub_answer(&f->stub, "503 Service Unavailable", "",
+                "{\"error\": {\"code\": \"unavailable\", \"message\": "
+                "\"leadership lost\"}}");
+    stub_answer(&f->stub, "503 Service Unavailable", "Retry-After: 2\r\n",
+                "{\"error\": {\"code\": \"no_leader\", \"message\": \"no "
+                "leader known\"}}");
+    start_stub(f);
+    assert_int_equal(RUN_STUB(f, NULL, "policy", "delete", "site/a/web",
+                              "--if-match", "9", "-o", "json"),
+                     CTL_EXIT_FAILED);
+    assert_string_equal(f->out, "");
+    assert_string_equal(f->err, "remsctl: 409 conflict: revision is 12, "
+                                "If-Match asked for 9 (field: If-Match)\n");
+    assert_request_has(f, 0, "DELETE /v1/policies/site/a/web HTTP/1.1\r\n");
+    assert_request_has(f, 0, "\r\nIf-Match: 9\r\n");
+
+    assert_int_equal(
+        RUN_STUB(f, NULL, "member", "remove", "3", "--request-id", "abc"),
+        CTL_EXIT_FAILED);
+    assert_string_equal(f->err, "remsctl: 503 unavailable: leadership lost\n"
+                                "remsctl: the outcome of the write is "
+                                "unknown; retry it with --request-id abc\n");
+    assert_request_has(f, 1, "DELETE /v1/members/3 HTTP/1.1\r\n");
+
+    assert_int_equal(RUN_STUB(f, NULL, "policy", "get", "k"), CTL_EXIT_FAILED);
+    assert_string_equal(f->err, "remsctl: 503 no_leader: no leader known\n"
+                                "remsctl: retry after 2 s\n");
+}
+
+static void main_policy_get(void **state)
+{
+    struct fixture *f = *state;
+
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"key\": \"site/a/web\", \"value\": {\"image\": "
+                "\"web:1.2\"}, \"revision\": 17}");
+    start_stub(f);
+    assert_int_equal(
+        RUN_STUB(f, NULL, "policy", "get", "site/a/web", "--stale"), 0);
+    assert_request_has(
+        f, 0, "GET /v1/policies/site/a/web?consistency=stale HTTP/1.1\r\n");
+    assert_string_equal(f->out, "key:           site/a/web\n"
+                                "revision:      17\n"
+                                "value:\n"
+                                "{\n"
+                                "  \"image\": \"web:1.2\"\n"
+                                "}\n");
+}
+
+/* --all follows next_after; -o json prints the last page with every item. */
+static void main_policy_list_all(void **state)
+{
+    struct fixture *f = *state;
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        stub_answer(&f->stub, "200 OK", "",
+                    "{\"items\": [{\"key\": \"site/a\", \"value\": {},"
+                    " \"revision\": 3, \"modified_index\": 3}],"
+                    " \"next_after\": \"site/a\", \"index\": 40}");
+        stub_answer(&f->stub, "200 OK", "",
+                    "{\"items\": [{\"key\": \"site/b\", \"value\": {},"
+                    " \"revision\": 12, \"modified_index\": 12}],"
+                    " \"next_after\": null, \"index\": 41}");
+    }
+    start_stub(f);
+    assert_int_equal(RUN_STUB(f, NULL, "policy", "list", "--all", "--prefix",
+                              "site/", "--limit", "1"),
+                     0);
+    assert_string_equal(f->out, "KEY     REVISION  MODIFIED\n"
+                                "site/a  3         3\n"
+                                "site/b  12        12\n");
+    assert_request_has(f, 0,
+                       "GET /v1/policies?prefix=site%2F&limit=1 HTTP/1.1\r\n");
+    assert_request_has(f, 1,
+                       "GET /v1/policies?prefix=site%2F&limit=1&after=site%2Fa"
+                       " HTTP/1.1\r\n");
+
+    assert_int_equal(RUN_STUB(f, NULL, "policy", "list", "--all", "-o", "json"),
+                     0);
+    assert_string_equal(f->out, "{\n"
+                                "  \"items\": [\n"
+                                "    {\n"
+                                "      \"key\": \"site/a\",\n"
+                                "      \"value\": {},\n"
+                                "      \"revision\": 3,\n"
+                                "      \"modified_index\": 3\n"
+                                "    },\n"
+                                "    {\n"
+                                "      \"key\": \"site/b\",\n"
+                                "      \"value\": {},\n"
+                                "      \"revision\": 12,\n"
+                                "      \"modified_index\": 12\n"
+                                "    }\n"
+                                "  ],\n"
+                                "  \"next_after\": null,\n"
+                                "  \"index\": 41\n"
+                                "}\n");
+}
+
+/* Without --all, one page, and a hint on stderr when more follow. */
+static void main_policy_list_page(void **state)
+{
+    struct fixture *f = *state;
+
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"items\": [], \"next_after\": \"site/a\", \"index\": 40}");
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"items\": [], \"next_after\": \"site/a\", \"index\": 40}");
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"items\": [], \"next_after\": \"site/a\", \"index\": 40}");
+    start_stub(f);
+    assert_int_equal(RUN_STUB(f, NULL, "policy", "list", "--after", "s"), 0);
+    assert_string_equal(f->out, "KEY  REVISION  MODIFIED\n");
+    assert_string_equal(f->err, "remsctl: more keys follow: use --after "
+                                "site/a, or --all\n");
+    assert_request_has(f, 0, "GET /v1/policies?after=s HTTP/1.1\r\n");
+
+    /* A server whose next_after does not move on is not followed forever. */
+    assert_int_equal(RUN_STUB(f, NULL, "policy", "list", "--all"),
+                     CTL_EXIT_FAILED);
+    assert_string_equal(f->out, "");
+    assert_string_equal(f->err, "remsctl: the server's next_after 'site/a' "
+                                "does not follow 'site/a'\n");
+}
+
+static void main_members(void **state)
+{
+    struct fixture *f = *state;
+
+    stub_answer(&f->stub, "200 OK", "", "{}");
+    stub_answer(&f->stub, "204 No Content", "", "");
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"leader\": {\"id\": 2, \"api_address\": \"h:2\"}}");
+    stub_answer(&f->stub, "200 OK", "", "{\"leader_id\": 3}");
+    start_stub(f);
+
+    assert_int_equal(RUN_STUB(f, NULL, "member", "add", "4", "127.0.0.1:7004",
+                              "127.0.0.1:7104"),
+                     0);
+    assert_string_equal(f->out, "added member 4 as voter\n");
+    assert_request_has(f, 0, "POST /v1/members HTTP/1.1\r\n");
+    assert_string_equal(request_body(f, 0),
+                        "{\"id\":4,\"raft_address\":\"127.0.0.1:7004\","
+                        "\"api_address\":\"127.0.0.1:7104\",\"role\":"
+                        "\"voter\"}");
+
+    assert_int_equal(
+        RUN_STUB(f, NULL, "member", "promote", "4", "--role", "standby"), 0);
+    assert_string_equal(f->out, "member 4 is now a standby\n");
+    assert_request_has(f, 1, "POST /v1/members/4/role HTTP/1.1\r\n");
+    assert_string_equal(request_body(f, 1), "{\"role\":\"standby\"}");
+
+    assert_int_equal(RUN_STUB(f, NULL, "member", "transfer"), 0);
+    assert_string_equal(f->out, "leadership transferred to member 2 (h:2)\n");
+    assert_request_has(f, 2, "POST /v1/leadership/transfer HTTP/1.1\r\n");
+    assert_string_equal(request_body(f, 2), "{}");
+
+    assert_int_equal(RUN_STUB(f, NULL, "member", "transfer", "3"), 0);
+    assert_string_equal(f->out, "leadership transferred to member 3\n");
+    assert_string_equal(request_body(f, 3), "{\"id\":3}");
+}
+
+static void main_audit(void **state)
+{
+    struct fixture *f = *state;
+
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"items\": [{\"index\": 17, \"type\": \"policy_put\","
+                " \"key\": \"k\", \"requested_by\": \"alice\", \"reason\":"
+                " \"r\", \"result\": \"ok\"}], \"next_after\": 17}");
+    start_stub(f);
+    assert_int_equal(RUN_STUB(f, NULL, "audit", "list", "--after", "16",
+                              "--limit", "1", "--stale"),
+                     0);
+    assert_request_has(
+        f, 0, "GET /v1/audit?after=16&limit=1&consistency=stale HTTP/1.1\r\n");
+    assert_string_equal(f->out, "INDEX  TYPE        KEY  RESULT  USER   "
+                                "REASON\n"
+                                "17     policy_put  k    ok      alice  r\n");
+}
+
+/* A 2xx answer that is not a JSON object is an error too. */
+static void main_bad_answer(void **state)
+{
+    struct fixture *f = *state;
+    char expected[128];
+
+    stub_answer(&f->stub, "200 OK", "", "hello");
+    stub_answer(&f->stub, "302 Found", "Location: http://elsewhere/\r\n", "");
+    start_stub(f);
+    assert_int_equal(RUN_STUB(f, NULL, "status"), CTL_EXIT_FAILED);
+    snprintf(expected, sizeof expected,
+             "remsctl: %s answered 200 without a JSON object body\n",
+             f->endpoint);
+    assert_string_equal(f->err, expected);
+    assert_string_equal(f->out, "");
+
+    /* Redirects are not followed. */
+    assert_int_equal(RUN_STUB(f, NULL, "status"), CTL_EXIT_FAILED);
+    assert_string_equal(f->err,
+                        "remsctl: 302 unexpected answer: (empty body)\n");
+}
+
+#define TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TEST(parse_defaults),
+        TEST(parse_environment),
+        TEST(parse_option_forms),
+        TEST(parse_member_commands),
+        TEST(parse_usage_errors),
+        TEST(parse_too_many_words),
+        TEST(parse_help_and_version),
+        TEST(endpoint_forms),
+        TEST(parse_out_of_memory),
+        TEST(key_segments_encoded),
+        TEST(query_parameters),
+        TEST(yaml_scalars),
+        TEST(yaml_collections),
+        TEST(yaml_anchors),
+        TEST(yaml_errors),
+        TEST(yaml_limits),
+        TEST(yaml_out_of_memory),
+        TEST(value_json_is_verbatim),
+        TEST(value_errors),
+        TEST(table_layout),
+        TEST(table_out_of_memory),
+        TEST(render_status_table),
+        TEST(render_other_answers),
+        TEST(render_out_of_memory),
+        TEST(api_errors_formatted),
+        TEST(main_help_and_version),
+        TEST(main_usage_error),
+        TEST(main_unreachable),
+        TEST(main_status),
+        TEST(main_failover),
+        TEST(main_policy_put_yaml),
+        TEST(main_policy_put_json_file),
+        TEST(main_policy_put_bad_input),
+        TEST(main_api_error),
+        TEST(main_policy_get),
+        TEST(main_policy_list_all),
+        TEST(main_policy_list_page),
+        TEST(main_members),
+        TEST(main_audit),
+        TEST(main_bad_answer),
+    };
+
+    json_set_alloc_funcs(json_heap_malloc, json_heap_free);
+    return cmocka_run_group_tests_name("remsctl", tests, NULL, NULL);
+}
