@@ -37,6 +37,9 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "cluster/node_int.h"
 #include "common/assert.h"
@@ -386,9 +389,37 @@ static void observe(struct cluster_node *n)
     }
 }
 
+static void sync_work_cb(uv_work_t *w)
+{
+    struct cluster_node *n = w->data;
+    char errmsg[REMS_ERRMSG_SIZE];
+    if (storage_sync(n->storage, errmsg) != 0) {
+        rems_log(REMS_LOG_ERROR, "state_sync_failed", errmsg);
+    }
+}
+
+static void sync_after_cb(uv_work_t *w, int status)
+{
+    struct cluster_node *n = w->data;
+    (void)status;
+    n->sync_inflight = false;
+    if (n->stopping) {
+        cluster__stop_continue(n);
+    }
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     struct cluster_node *n = t->data;
+    /* The state runs with MDB_NOSYNC: flush it about once a second, off
+     * the loop thread, so an OS crash loses little (see storage.h). */
+    if (++n->ticks % (1000 / TICK_MS) == 0 && !n->sync_inflight) {
+        n->sync_work.data = n;
+        if (uv_queue_work(n->loop, &n->sync_work, sync_work_cb,
+                          sync_after_cb) == 0) {
+            n->sync_inflight = true;
+        }
+    }
     observe(n);
     cluster__waits_expire(n);
     cluster__join_tick(n);
@@ -396,6 +427,50 @@ static void tick_cb(uv_timer_t *t)
 
 /* ------------------------------------------------------------------ */
 /* Start and stop.                                                      */
+
+static void start_failed_close_cb(struct raft *r)
+{
+    struct cluster_node *n = r->data;
+    n->raft_closed = true;
+}
+
+/* raft_uv reports a taken port only as a generic I/O error: probe it first
+ * so the operator reads which address is in use. */
+static int probe_raft_address(const struct config *cfg, char *errmsg)
+{
+    char host[CONFIG_ADDR_SIZE];
+    uint16_t port;
+    struct sockaddr_in sa;
+    int fd;
+    int one = 1;
+    int rv = 0;
+
+    if (config_split_address(cfg->raft_address, host, &port) != 0) {
+        rems_errmsgf(errmsg, "raft_address: %s is not IPv4:port",
+                     cfg->raft_address);
+        return REMS_ECONFIG;
+    }
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        rems_errmsgf(errmsg, "raft_address: %s is not IPv4:port",
+                     cfg->raft_address);
+        return REMS_ECONFIG;
+    }
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return 0; /* Let raft report it. */
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        rems_errmsgf(errmsg, "raft_address %s: %s", cfg->raft_address,
+                     strerror(errno));
+        rv = errno == EADDRINUSE ? REMS_EADDRINUSE : REMS_EIO;
+    }
+    close(fd);
+    return rv;
+}
 
 static int bootstrap(struct cluster_node *n, char *errmsg)
 {
@@ -453,6 +528,10 @@ int cluster_node_start(uv_loop_t *loop,
     REMS_QUEUE_INIT(&n->waits);
     REMS_QUEUE_INIT(&n->forwards);
 
+    rv = probe_raft_address(cfg, errmsg);
+    if (rv != 0) {
+        goto err_after_alloc;
+    }
     rv = ensure_dir(cfg->data_dir, errmsg);
     if (rv != 0) {
         goto err_after_alloc;
@@ -528,12 +607,9 @@ int cluster_node_start(uv_loop_t *loop,
     n->joining = fresh && cfg->join[0] != '\0';
     rv = raft_start(&n->raft);
     if (rv != 0) {
-        rems_errmsgf(errmsg, "raft start: %s", raft_errmsg(&n->raft));
-        if (strstr(errmsg, "in use") != NULL) {
-            rv = REMS_EADDRINUSE;
-        } else {
-            rv = cluster__raft_error(rv);
-        }
+        rems_errmsgf(errmsg, "raft start: %s: %s", raft_strerror(rv),
+                     raft_errmsg(&n->raft));
+        rv = cluster__raft_error(rv);
         goto err_after_raft;
     }
     n->raft_started = true;
@@ -562,20 +638,19 @@ int cluster_node_start(uv_loop_t *loop,
     return 0;
 
 err_after_raft:
-    /* raft_init succeeded: closing it must go through the loop. The caller
-     * exits on this error, so run the loop until raft is closed. */
+    /* raft_init succeeded: closing it goes through the loop. Other handles
+     * (the API listener) may be open, so run until raft says it is closed. */
     n->stopping = true;
-    raft_close(&n->raft, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    raft_uv_close(&n->io);
-    raft_uv_tcp_close(&n->transport);
-    uv_run(loop, UV_RUN_DEFAULT);
-    goto err_after_storage;
+    n->raft_closed = false;
+    raft_close(&n->raft, start_failed_close_cb);
+    while (!n->raft_closed) {
+        uv_run(loop, UV_RUN_ONCE);
+    }
+    /* fall through */
 err_after_io:
     raft_uv_close(&n->io);
 err_after_transport:
     raft_uv_tcp_close(&n->transport);
-    uv_run(loop, UV_RUN_DEFAULT);
 err_after_storage:
     storage_close(n->storage);
 err_after_lock:
@@ -605,7 +680,8 @@ static void raft_closed_cb(struct raft *r)
 
 void cluster__stop_continue(struct cluster_node *n)
 {
-    if (!n->raft_closed || n->handles_open > 0 || !cluster__forward_idle(n)) {
+    if (!n->raft_closed || n->handles_open > 0 || n->sync_inflight ||
+        !cluster__forward_idle(n)) {
         return;
     }
     {

@@ -27,6 +27,9 @@ struct cluster_node {
     int handles_open;
 
     uv_timer_t tick;
+    unsigned ticks;
+    uv_work_t sync_work; /* Periodic fsync of the state (MDB_NOSYNC). */
+    bool sync_inflight;
     uv_check_t check;
     bool check_active;
 

@@ -298,6 +298,9 @@ int rems_buf_append(struct rems_buf *b, const void *data, size_t len)
     if (b->failed) {
         return REMS_ENOMEM;
     }
+    if (len == 0) {
+        return 0;
+    }
     if (b->len + len + 1 > b->cap) {
         size_t cap = b->cap == 0 ? 256 : b->cap;
         char *p;

@@ -492,7 +492,7 @@ int statemachine_policy_list(struct storage_txn *t,
     if (rv != 0) {
         return rv;
     }
-    if (after_len > 0 && bytes_cmp(after, after_len, prefix, prefix_len) > 0) {
+    if (after_len > 0 && bytes_cmp(after, after_len, prefix, prefix_len) >= 0) {
         rv = storage_cursor_seek(c, after, after_len, &k, &kl, &v, &vl,
                                  errmsg);
         if (rv == 0 && kl == after_len && memcmp(k, after, kl) == 0) {
@@ -611,7 +611,10 @@ int statemachine_audit_list(struct storage_txn *t,
         return rv;
     }
     storage_u64_key(after + 1, start);
-    rv = storage_cursor_seek(c, start, sizeof start, &k, &kl, &v, &vl, errmsg);
+    /* after + 1 would wrap to 0: nothing sorts after UINT64_MAX. */
+    rv = after == UINT64_MAX ? REMS_ENOTFOUND
+                             : storage_cursor_seek(c, start, sizeof start, &k,
+                                                   &kl, &v, &vl, errmsg);
     while (rv == 0) {
         struct statemachine_audit a;
         if (n == limit) {

@@ -117,7 +117,8 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
             if (e->type == STATEMACHINE_ENTRY_POLICY_PUT) {
                 pack_str(&pk, "value", 5);
                 msgpack_pack_bin(&pk, e->value_len);
-                msgpack_pack_bin_body(&pk, e->value, e->value_len);
+                msgpack_pack_bin_body(&pk, e->value != NULL ? e->value : "",
+                                      e->value_len);
             }
             if (e->has_if_revision) {
                 pack_kv_u64(&pk, "if_revision", e->if_revision);
@@ -275,7 +276,10 @@ static int decode_body(struct mpread *r,
                        : REMS_EMALFORMED;
         case STATEMACHINE_ENTRY_MEMBER_SET:
             if (e->raft_address == NULL || e->api_address == NULL) {
-                return bad(errmsg, "body.raft_address", "required");
+                return bad(errmsg,
+                           e->raft_address == NULL ? "body.raft_address"
+                                                   : "body.api_address",
+                           "required");
             }
             /* fall through */
         case STATEMACHINE_ENTRY_MEMBER_DELETE:

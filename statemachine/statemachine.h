@@ -37,8 +37,10 @@
 #define STATEMACHINE_USER_MAX 64
 #define STATEMACHINE_REASON_MAX 512
 #define STATEMACHINE_ADDR_MAX 63
-/* A request id is remembered for this many entries after its first
- * application; a retry arriving later is applied as a new request. */
+/* A request id is remembered for at least this many entries after its
+ * first application. Older ids are forgotten as later entries that carry
+ * request ids are applied (a bounded number per entry), so a retry that
+ * arrives later may be applied as a new request. */
 #define STATEMACHINE_REQUEST_WINDOW 100000
 
 enum statemachine_entry_type {

@@ -735,6 +735,49 @@ err:
     return rv;
 }
 
+/* Prove that the image in @dir is an LMDB environment whose pages all lie
+ * inside its @len bytes: LMDB trusts the page count in the header, so a
+ * truncated image would be read past its end, and an empty file would be
+ * taken for a new, empty environment. */
+static int image_check(const char *dir, size_t len, char *errmsg)
+{
+    MDB_env *env;
+    MDB_envinfo info;
+    MDB_stat st;
+    size_t need;
+    int mrc;
+    int rv = 0;
+
+    mrc = mdb_env_create(&env);
+    if (mrc != 0) {
+        return mdb_error(mrc, "create environment", errmsg);
+    }
+    mrc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0600);
+    if (mrc == 0) {
+        mrc = mdb_env_info(env, &info);
+    }
+    if (mrc == 0) {
+        mrc = mdb_env_stat(env, &st);
+    }
+    if (mrc != 0) {
+        rv = mdb_error(mrc, "snapshot image", errmsg);
+        if (rv != REMS_ENOMEM) {
+            rv = REMS_ECORRUPT;
+        }
+    } else {
+        need = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+        if (need > len) {
+            rems_errmsgf(errmsg,
+                         "snapshot image of %zu bytes is truncated (%zu "
+                         "needed)",
+                         len, need);
+            rv = REMS_ECORRUPT;
+        }
+    }
+    mdb_env_close(env);
+    return rv;
+}
+
 int storage_replace(struct storage *s,
                     const void *data,
                     size_t len,
@@ -776,6 +819,10 @@ int storage_replace(struct storage *s,
     }
     if (fsync(fd) != 0 || close(fd) != 0) {
         rv = errno_error("sync", path, errmsg);
+        goto err_after_mkdir;
+    }
+    rv = image_check(dir, len, errmsg);
+    if (rv != 0) {
         goto err_after_mkdir;
     }
     /* Opening proves the image is an environment with our tables. */
