@@ -203,8 +203,10 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     struct rems_log_line l;
     int rv;
 
+    uv_mutex_lock(&n->env_mutex);
     rv = statemachine_restore(n->storage, buf->base, buf->len, &replaced,
                               errmsg);
+    uv_mutex_unlock(&n->env_mutex);
     if (rv != 0) {
         rems_log_begin(&l, REMS_LOG_ERROR, "snapshot_restore_failed");
         rems_log_str(&l, "error", errmsg);
@@ -393,7 +395,11 @@ static void sync_work_cb(uv_work_t *w)
 {
     struct cluster_node *n = w->data;
     char errmsg[REMS_ERRMSG_SIZE];
-    if (storage_sync(n->storage, errmsg) != 0) {
+    int rv;
+    uv_mutex_lock(&n->env_mutex);
+    rv = storage_sync(n->storage, errmsg);
+    uv_mutex_unlock(&n->env_mutex);
+    if (rv != 0) {
         rems_log(REMS_LOG_ERROR, "state_sync_failed", errmsg);
     }
 }
@@ -522,6 +528,12 @@ int cluster_node_start(uv_loop_t *loop,
     n->loop = loop;
     n->cfg = *cfg;
     n->lock_fd = -1;
+    if (uv_mutex_init(&n->env_mutex) != 0) {
+        rems_free(n);
+        rems_errmsgf(errmsg, "mutex init failed");
+        rv = REMS_EIO;
+        goto err;
+    }
     REMS_QUEUE_INIT(&n->writes);
     REMS_QUEUE_INIT(&n->reads_next);
     REMS_QUEUE_INIT(&n->reads_inflight);
@@ -656,6 +668,7 @@ err_after_storage:
 err_after_lock:
     close(n->lock_fd);
 err_after_alloc:
+    uv_mutex_destroy(&n->env_mutex);
     rems_free(n);
 err:
     POST(rv != 0);
@@ -689,6 +702,7 @@ void cluster__stop_continue(struct cluster_node *n)
         void *data = n->close_data;
         storage_close(n->storage);
         close(n->lock_fd);
+        uv_mutex_destroy(&n->env_mutex);
         rems_log(REMS_LOG_INFO, "node_stopped", "raft closed, state flushed");
         rems_free(n);
         if (cb != NULL) {

@@ -30,6 +30,8 @@ struct cluster_node {
     unsigned ticks;
     uv_work_t sync_work; /* Periodic fsync of the state (MDB_NOSYNC). */
     bool sync_inflight;
+    uv_mutex_t env_mutex; /* Held by the sync work and by snapshot restore,
+                             which replaces the environment. */
     uv_check_t check;
     bool check_active;
 
