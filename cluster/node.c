@@ -544,6 +544,16 @@ int cluster_node_start(uv_loop_t *loop,
     if (rv != 0) {
         goto err_after_alloc;
     }
+    snprintf(path, sizeof path, "%s/raft", cfg->data_dir);
+    if (cfg->n_peers == 0 && cfg->join[0] == '\0' && dir_is_empty(path)) {
+        rems_errmsgf(errmsg,
+                     "peers: required to bootstrap a new node (data_dir %s "
+                     "holds no raft state); or set join to add it to a "
+                     "running cluster",
+                     cfg->data_dir);
+        rv = REMS_ECONFIG;
+        goto err_after_alloc;
+    }
     rv = ensure_dir(cfg->data_dir, errmsg);
     if (rv != 0) {
         goto err_after_alloc;
