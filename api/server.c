@@ -221,6 +221,20 @@ static void respond_status(struct call *c, int rv, const char *message)
 /* ------------------------------------------------------------------ */
 /* Reads from the local store.                                          */
 
+/* A call to the leader failed in transport (refused, reset, timed out). */
+static void respond_forward_failed(struct call *c,
+                                   int status,
+                                   const char *errmsg)
+{
+    char msg[REMS_ERRMSG_SIZE];
+    snprintf(msg, sizeof msg, "leader unreachable: %s", errmsg);
+    if (status == REMS_ETIMEDOUT) {
+        respond_error(c, 504, "timeout", msg, NULL);
+    } else {
+        respond_error(c, 503, "no_leader", msg, NULL);
+    }
+}
+
 static json_t *policy_json(const struct statemachine_policy *p, bool *bad)
 {
     json_t *o = json_object();
@@ -405,9 +419,7 @@ static void forwarded_read_index_cb(struct cluster_forward *f,
     json_t *idx;
 
     if (status != 0) {
-        respond_error(c, status == REMS_ETIMEDOUT ? 504 : 503,
-                      status == REMS_ETIMEDOUT ? "timeout" : "no_leader",
-                      f->errmsg, NULL);
+        respond_forward_failed(c, status, f->errmsg);
         return;
     }
     if (http_status != 200) {
@@ -579,9 +591,7 @@ static void forwarded_cb(struct cluster_forward *f,
     json_t *o;
 
     if (status != 0) {
-        respond_error(c, status == REMS_ETIMEDOUT ? 504 : 503,
-                      status == REMS_ETIMEDOUT ? "timeout" : "no_leader",
-                      f->errmsg, NULL);
+        respond_forward_failed(c, status, f->errmsg);
         return;
     }
     o = json_loadb(body, len, 0, &jerr);

@@ -16,31 +16,11 @@
 #include "common/assert.h"
 #include "common/heap.h"
 #include "common/mpread.h"
+#include "statemachine/pack_int.h"
 #include "statemachine/statemachine.h"
 
 #define META_LAST_APPLIED "last_applied"
 #define PRUNE_PER_APPLY 64
-
-static void pack_str(msgpack_packer *pk, const char *s, size_t len)
-{
-    msgpack_pack_str(pk, len);
-    msgpack_pack_str_body(pk, s != NULL ? s : "", len);
-}
-
-static void pack_kv_str(msgpack_packer *pk,
-                        const char *k,
-                        const char *s,
-                        size_t len)
-{
-    pack_str(pk, k, strlen(k));
-    pack_str(pk, s, s != NULL ? len : 0);
-}
-
-static void pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-    pack_str(pk, k, strlen(k));
-    msgpack_pack_uint64(pk, v);
-}
 
 static int buf_put(struct storage_txn *t,
                    enum storage_table table,
@@ -220,8 +200,8 @@ static int apply_member_set(struct storage_txn *t,
     rems_buf_init(&b);
     msgpack_packer_init(&pk, &b, rems_buf_write);
     msgpack_pack_array(&pk, 2);
-    pack_str(&pk, e->raft_address, e->raft_address_len);
-    pack_str(&pk, e->api_address, e->api_address_len);
+    statemachine__pack_str(&pk, e->raft_address, e->raft_address_len);
+    statemachine__pack_str(&pk, e->api_address, e->api_address_len);
     return buf_put(t, STORAGE_MEMBERS, k, sizeof k, &b, errmsg);
 }
 
@@ -339,15 +319,15 @@ static int write_audit(struct storage_txn *t,
     rems_buf_init(&b);
     msgpack_packer_init(&pk, &b, rems_buf_write);
     msgpack_pack_map(&pk, 9);
-    pack_kv_u64(&pk, "time_ms", e->time_ms);
-    pack_kv_u64(&pk, "type", (uint64_t)e->type);
-    pack_kv_u64(&pk, "code", (uint64_t)res->code);
-    pack_kv_u64(&pk, "revision", res->revision);
-    pack_kv_str(&pk, "key", e->key, e->key_len);
-    pack_kv_str(&pk, "requested_by", e->requested_by, e->requested_by_len);
-    pack_kv_str(&pk, "reason", e->reason, e->reason_len);
-    pack_kv_str(&pk, "trace_id", e->trace_id, e->trace_id_len);
-    pack_kv_str(&pk, "request_id", e->request_id, e->request_id_len);
+    statemachine__pack_kv_u64(&pk, "time_ms", e->time_ms);
+    statemachine__pack_kv_u64(&pk, "type", (uint64_t)e->type);
+    statemachine__pack_kv_u64(&pk, "code", (uint64_t)res->code);
+    statemachine__pack_kv_u64(&pk, "revision", res->revision);
+    statemachine__pack_kv_str(&pk, "key", e->key, e->key_len);
+    statemachine__pack_kv_str(&pk, "requested_by", e->requested_by, e->requested_by_len);
+    statemachine__pack_kv_str(&pk, "reason", e->reason, e->reason_len);
+    statemachine__pack_kv_str(&pk, "trace_id", e->trace_id, e->trace_id_len);
+    statemachine__pack_kv_str(&pk, "request_id", e->request_id, e->request_id_len);
     return buf_put(t, STORAGE_AUDIT, k, sizeof k, &b, errmsg);
 }
 
@@ -682,6 +662,19 @@ int statemachine_member_get(struct storage_txn *t,
 
 #define SNAPSHOT_VERSION 1
 
+/* last_applied in a read transaction of its own. */
+static int read_last_applied(struct storage *s, uint64_t *out, char *errmsg)
+{
+    struct storage_txn *t;
+    int rv = storage_txn_begin(s, false, &t, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = statemachine_last_applied(t, out, errmsg);
+    storage_txn_abort(t);
+    return rv;
+}
+
 int statemachine_snapshot(struct storage *s,
                           void *(*alloc)(size_t),
                           void (*release)(void *),
@@ -689,7 +682,6 @@ int statemachine_snapshot(struct storage *s,
                           size_t *len,
                           char *errmsg)
 {
-    struct storage_txn *t;
     uint64_t last;
     void *image;
     size_t image_len;
@@ -698,12 +690,7 @@ int statemachine_snapshot(struct storage *s,
     char *buf;
     int rv;
 
-    rv = storage_txn_begin(s, false, &t, errmsg);
-    if (rv != 0) {
-        return rv;
-    }
-    rv = statemachine_last_applied(t, &last, errmsg);
-    storage_txn_abort(t);
+    rv = read_last_applied(s, &last, errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -714,10 +701,10 @@ int statemachine_snapshot(struct storage *s,
     rems_buf_init(&hdr);
     msgpack_packer_init(&pk, &hdr, rems_buf_write);
     msgpack_pack_map(&pk, 4);
-    pack_kv_u64(&pk, "v", SNAPSHOT_VERSION);
-    pack_kv_str(&pk, "format", "lmdb", 4);
-    pack_kv_u64(&pk, "last_applied", last);
-    pack_kv_u64(&pk, "image_len", image_len);
+    statemachine__pack_kv_u64(&pk, "v", SNAPSHOT_VERSION);
+    statemachine__pack_kv_str(&pk, "format", "lmdb", 4);
+    statemachine__pack_kv_u64(&pk, "last_applied", last);
+    statemachine__pack_kv_u64(&pk, "image_len", image_len);
     buf = hdr.failed ? NULL : alloc(hdr.len + image_len);
     if (buf == NULL) {
         rems_buf_close(&hdr);
@@ -748,7 +735,6 @@ int statemachine_restore(struct storage *s,
     uint64_t last = 0;
     uint64_t image_len = UINT64_MAX;
     bool lmdb = false;
-    struct storage_txn *t;
     uint64_t local;
     int rv;
 
@@ -796,12 +782,7 @@ int statemachine_restore(struct storage *s,
                      (size_t)(r.end - r.p), (unsigned long long)image_len);
         return REMS_ECORRUPT;
     }
-    rv = storage_txn_begin(s, false, &t, errmsg);
-    if (rv != 0) {
-        return rv;
-    }
-    rv = statemachine_last_applied(t, &local, errmsg);
-    storage_txn_abort(t);
+    rv = read_last_applied(s, &local, errmsg);
     if (rv != 0) {
         return rv;
     }

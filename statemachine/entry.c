@@ -9,6 +9,7 @@
 
 #include "common/assert.h"
 #include "common/mpread.h"
+#include "statemachine/pack_int.h"
 #include "statemachine/statemachine.h"
 
 static const char *const type_names[STATEMACHINE_ENTRY_TYPE_NR] = {
@@ -25,27 +26,6 @@ const char *statemachine_entry_type_name(int type)
         return "unknown";
     }
     return type_names[type];
-}
-
-static void pack_str(msgpack_packer *pk, const char *s, size_t len)
-{
-    msgpack_pack_str(pk, len);
-    msgpack_pack_str_body(pk, s, len);
-}
-
-static void pack_kv_str(msgpack_packer *pk,
-                        const char *k,
-                        const char *s,
-                        size_t len)
-{
-    pack_str(pk, k, strlen(k));
-    pack_str(pk, s != NULL ? s : "", s != NULL ? len : 0);
-}
-
-static void pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-    pack_str(pk, k, strlen(k));
-    msgpack_pack_uint64(pk, v);
 }
 
 static int check_len(const char *field, size_t len, size_t max, char *errmsg)
@@ -99,42 +79,42 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
     rems_buf_init(&b);
     msgpack_packer_init(&pk, &b, rems_buf_write);
     msgpack_pack_map(&pk, 8);
-    pack_kv_u64(&pk, "v", STATEMACHINE_ENVELOPE_VERSION);
-    pack_kv_u64(&pk, "type", (uint64_t)e->type);
-    pack_kv_u64(&pk, "time_ms", e->time_ms);
-    pack_kv_str(&pk, "trace_id", e->trace_id, e->trace_id_len);
-    pack_kv_str(&pk, "request_id", e->request_id, e->request_id_len);
-    pack_kv_str(&pk, "requested_by", e->requested_by, e->requested_by_len);
-    pack_kv_str(&pk, "reason", e->reason, e->reason_len);
-    pack_str(&pk, "body", 4);
+    statemachine__pack_kv_u64(&pk, "v", STATEMACHINE_ENVELOPE_VERSION);
+    statemachine__pack_kv_u64(&pk, "type", (uint64_t)e->type);
+    statemachine__pack_kv_u64(&pk, "time_ms", e->time_ms);
+    statemachine__pack_kv_str(&pk, "trace_id", e->trace_id, e->trace_id_len);
+    statemachine__pack_kv_str(&pk, "request_id", e->request_id, e->request_id_len);
+    statemachine__pack_kv_str(&pk, "requested_by", e->requested_by, e->requested_by_len);
+    statemachine__pack_kv_str(&pk, "reason", e->reason, e->reason_len);
+    statemachine__pack_str(&pk, "body", 4);
     switch (e->type) {
         case STATEMACHINE_ENTRY_POLICY_PUT:
         case STATEMACHINE_ENTRY_POLICY_DELETE:
             msgpack_pack_map(&pk, e->type == STATEMACHINE_ENTRY_POLICY_PUT
                                       ? (e->has_if_revision ? 3 : 2)
                                       : (e->has_if_revision ? 2 : 1));
-            pack_kv_str(&pk, "key", e->key, e->key_len);
+            statemachine__pack_kv_str(&pk, "key", e->key, e->key_len);
             if (e->type == STATEMACHINE_ENTRY_POLICY_PUT) {
-                pack_str(&pk, "value", 5);
+                statemachine__pack_str(&pk, "value", 5);
                 msgpack_pack_bin(&pk, e->value_len);
                 msgpack_pack_bin_body(&pk, e->value != NULL ? e->value : "",
                                       e->value_len);
             }
             if (e->has_if_revision) {
-                pack_kv_u64(&pk, "if_revision", e->if_revision);
+                statemachine__pack_kv_u64(&pk, "if_revision", e->if_revision);
             }
             break;
         case STATEMACHINE_ENTRY_MEMBER_SET:
             msgpack_pack_map(&pk, 3);
-            pack_kv_u64(&pk, "id", e->member_id);
-            pack_kv_str(&pk, "raft_address", e->raft_address,
+            statemachine__pack_kv_u64(&pk, "id", e->member_id);
+            statemachine__pack_kv_str(&pk, "raft_address", e->raft_address,
                         e->raft_address_len);
-            pack_kv_str(&pk, "api_address", e->api_address,
+            statemachine__pack_kv_str(&pk, "api_address", e->api_address,
                         e->api_address_len);
             break;
         case STATEMACHINE_ENTRY_MEMBER_DELETE:
             msgpack_pack_map(&pk, 1);
-            pack_kv_u64(&pk, "id", e->member_id);
+            statemachine__pack_kv_u64(&pk, "id", e->member_id);
             break;
         default:
             msgpack_pack_map(&pk, 0);

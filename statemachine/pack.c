@@ -1,0 +1,29 @@
+/* MessagePack writing helpers; see pack_int.h. */
+#include <string.h>
+
+#include "statemachine/pack_int.h"
+
+void statemachine__pack_str(msgpack_packer *pk, const char *s, size_t len)
+{
+    if (s == NULL) {
+        s = "";
+        len = 0;
+    }
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, s, len);
+}
+
+void statemachine__pack_kv_str(msgpack_packer *pk,
+                               const char *k,
+                               const char *s,
+                               size_t len)
+{
+    statemachine__pack_str(pk, k, strlen(k));
+    statemachine__pack_str(pk, s, len);
+}
+
+void statemachine__pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
+{
+    statemachine__pack_str(pk, k, strlen(k));
+    msgpack_pack_uint64(pk, v);
+}

@@ -1,0 +1,22 @@
+/* statemachine/pack_int.h: MessagePack writing helpers shared by entry.c
+ * and apply.c. Private to statemachine/. */
+#ifndef REMS_STATEMACHINE_PACK_INT_H
+#define REMS_STATEMACHINE_PACK_INT_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A str; NULL packs as "". */
+void statemachine__pack_str(msgpack_packer *pk, const char *s, size_t len);
+
+/* A str key then a str value (NULL value packs as ""). */
+void statemachine__pack_kv_str(msgpack_packer *pk,
+                               const char *k,
+                               const char *s,
+                               size_t len);
+
+/* A str key then an unsigned value. */
+void statemachine__pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v);
+
+#endif /* REMS_STATEMACHINE_PACK_INT_H */
