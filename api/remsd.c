@@ -46,6 +46,10 @@ static void usage(FILE *f)
 static void api_closed_cb(void *data)
 {
     struct remsd *d = data;
+    /* Closing the handles restores the default actions; a repeated signal
+     * in the last moments must not turn a clean stop into a kill. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
 }

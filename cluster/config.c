@@ -441,7 +441,7 @@ void config_defaults(struct config *c)
     c->election_timeout_ms = 1000;
     c->heartbeat_timeout_ms = 100;
     c->snapshot_threshold = 8192;
-    c->snapshot_trailing = 1024;
+    c->snapshot_trailing = 8192;
     c->max_body_bytes = 1048576;
     c->forward_timeout_ms = 5000;
     strcpy(c->log_level, "info");

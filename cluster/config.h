@@ -34,7 +34,7 @@ struct config {
     unsigned election_timeout_ms;  /* default 1000, 50..60000 */
     unsigned heartbeat_timeout_ms; /* default 100, 10..10000 */
     unsigned snapshot_threshold;   /* default 8192, 16..10000000 */
-    unsigned snapshot_trailing;    /* default 1024, 0..10000000 */
+    unsigned snapshot_trailing;    /* default 8192, 0..10000000 */
     size_t max_body_bytes;         /* default 1048576, 1024..67108864 */
     unsigned forward_timeout_ms;   /* default 5000, 100..600000 */
     char log_level[16];            /* debug|info|warn|error, default info */

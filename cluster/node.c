@@ -327,6 +327,82 @@ static int check_node_id(struct cluster_node *n, char *errmsg)
 /* ------------------------------------------------------------------ */
 /* Tick: leadership tracking.                                           */
 
+static void member_recorded_cb(struct cluster_write *w,
+                               int status,
+                               const struct statemachine_result *res)
+{
+    (void)res;
+    if (status != 0) {
+        rems_log(REMS_LOG_WARN, "member_address_not_recorded",
+                 rems_strerror(status));
+    }
+    rems_free(w);
+}
+
+/* Make sure every member's API address is in the replicated members table,
+ * so that nodes started without a peers list (joined ones) can reach the
+ * leader's API: the leader records its own address, and those of configured
+ * peers that are members, whenever the table lacks or disagrees with them. */
+static void record_member_addresses(struct cluster_node *n)
+{
+    struct storage_txn *t;
+    char errmsg[REMS_ERRMSG_SIZE];
+    unsigned i;
+
+    for (i = 0; i < n->raft.configuration.n; i++) {
+        const struct raft_server *srv = &n->raft.configuration.servers[i];
+        const char *api = NULL;
+        struct statemachine_member m;
+        struct statemachine_entry e;
+        struct cluster_write *w;
+        bool known = false;
+        size_t j;
+
+        if (srv->id == n->cfg.node_id) {
+            api = n->cfg.api_address;
+        }
+        for (j = 0; api == NULL && j < n->cfg.n_peers; j++) {
+            if (n->cfg.peers[j].id == srv->id &&
+                strcmp(n->cfg.peers[j].raft_address, srv->address) == 0) {
+                api = n->cfg.peers[j].api_address;
+            }
+        }
+        if (api == NULL) {
+            continue;
+        }
+        if (storage_txn_begin(n->storage, false, &t, errmsg) != 0) {
+            return;
+        }
+        known = statemachine_member_get(t, srv->id, &m, errmsg) == 0 &&
+                strcmp(m.api_address, api) == 0 &&
+                strcmp(m.raft_address, srv->address) == 0;
+        storage_txn_abort(t);
+        if (known) {
+            continue;
+        }
+        w = rems_calloc(1, sizeof *w);
+        if (w == NULL) {
+            return;
+        }
+        memset(&e, 0, sizeof e);
+        e.type = STATEMACHINE_ENTRY_MEMBER_SET;
+        e.time_ms = rems_wall_ms();
+        e.requested_by = "remsd";
+        e.requested_by_len = 5;
+        e.reason = "record member address";
+        e.reason_len = strlen(e.reason);
+        e.member_id = srv->id;
+        e.raft_address = srv->address;
+        e.raft_address_len = strlen(srv->address);
+        e.api_address = api;
+        e.api_address_len = strlen(api);
+        if (cluster_node_propose(n, w, &e, member_recorded_cb, errmsg) != 0) {
+            rems_free(w);
+            return;
+        }
+    }
+}
+
 static void leader_barrier_cb(struct raft_barrier *req, int status)
 {
     struct cluster_node *n = req->data;
@@ -343,6 +419,7 @@ static void leader_barrier_cb(struct raft_barrier *req, int status)
         rems_log_u64(&l, "applied_index", raft_last_applied(&n->raft));
         rems_log_end(&l);
         cluster__reads_start(n);
+        record_member_addresses(n);
     }
 }
 

@@ -366,6 +366,25 @@ int cluster_node_member_add(struct cluster_node *n,
     struct statemachine_entry e;
     char trace[REMS_ID_SIZE];
 
+    unsigned i;
+
+    /* Refuse an id taken by another address before anything is recorded:
+     * the addresses proposed below would otherwise overwrite the member's
+     * known API address. */
+    for (i = 0; i < n->raft.configuration.n; i++) {
+        const struct raft_server *srv = &n->raft.configuration.servers[i];
+        if (srv->id == id && strcmp(srv->address, raft_address) != 0) {
+            rems_errmsgf(errmsg, "id: node %llu is a member with raft "
+                                 "address %s",
+                         (unsigned long long)id, srv->address);
+            return REMS_EEXIST;
+        }
+        if (srv->id != id && strcmp(srv->address, raft_address) == 0) {
+            rems_errmsgf(errmsg, "raft_address: %s belongs to member %llu",
+                         raft_address, (unsigned long long)srv->id);
+            return REMS_EEXIST;
+        }
+    }
     memset(req->errmsg, 0, sizeof req->errmsg);
     req->node = n;
     req->cb = cb;

@@ -241,35 +241,31 @@ static int decode_body(struct mpread *r,
             return bad(errmsg, "body", "truncated");
         }
     }
-    switch (e->type) {
-        case STATEMACHINE_ENTRY_POLICY_PUT:
-            if (!have_value) {
-                return bad(errmsg, "body.value", "required");
-            }
-            /* fall through */
-        case STATEMACHINE_ENTRY_POLICY_DELETE:
-            if (!have_key) {
-                return bad(errmsg, "body.key", "required");
-            }
-            return statemachine_key_check(e->key, e->key_len, errmsg) == 0
-                       ? 0
-                       : REMS_EMALFORMED;
-        case STATEMACHINE_ENTRY_MEMBER_SET:
-            if (e->raft_address == NULL || e->api_address == NULL) {
-                return bad(errmsg,
-                           e->raft_address == NULL ? "body.raft_address"
-                                                   : "body.api_address",
-                           "required");
-            }
-            /* fall through */
-        case STATEMACHINE_ENTRY_MEMBER_DELETE:
-            if (!have_id) {
-                return bad(errmsg, "body.id", "required");
-            }
-            return 0;
-        default:
-            return 0;
+    if (e->type == STATEMACHINE_ENTRY_POLICY_PUT ||
+        e->type == STATEMACHINE_ENTRY_POLICY_DELETE) {
+        if (e->type == STATEMACHINE_ENTRY_POLICY_PUT && !have_value) {
+            return bad(errmsg, "body.value", "required");
+        }
+        if (!have_key) {
+            return bad(errmsg, "body.key", "required");
+        }
+        return statemachine_key_check(e->key, e->key_len, errmsg) == 0
+                   ? 0
+                   : REMS_EMALFORMED;
     }
+    if (e->type == STATEMACHINE_ENTRY_MEMBER_SET &&
+        (e->raft_address == NULL || e->api_address == NULL)) {
+        return bad(errmsg,
+                   e->raft_address == NULL ? "body.raft_address"
+                                           : "body.api_address",
+                   "required");
+    }
+    if ((e->type == STATEMACHINE_ENTRY_MEMBER_SET ||
+         e->type == STATEMACHINE_ENTRY_MEMBER_DELETE) &&
+        !have_id) {
+        return bad(errmsg, "body.id", "required");
+    }
+    return 0;
 }
 
 int statemachine_entry_decode(const void *buf,

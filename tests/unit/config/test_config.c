@@ -301,7 +301,7 @@ static void defaults(void **state)
     assert_int_equal(c->election_timeout_ms, 1000);
     assert_int_equal(c->heartbeat_timeout_ms, 100);
     assert_int_equal(c->snapshot_threshold, 8192);
-    assert_int_equal(c->snapshot_trailing, 1024);
+    assert_int_equal(c->snapshot_trailing, 8192);
     assert_int_equal(c->max_body_bytes, 1048576);
     assert_int_equal(c->forward_timeout_ms, 5000);
     assert_string_equal(c->log_level, "info");
