@@ -203,10 +203,8 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     struct rems_log_line l;
     int rv;
 
-    uv_mutex_lock(&n->env_mutex);
     rv = statemachine_restore(n->storage, buf->base, buf->len, &replaced,
                               errmsg);
-    uv_mutex_unlock(&n->env_mutex);
     if (rv != 0) {
         rems_log_begin(&l, REMS_LOG_ERROR, "snapshot_restore_failed");
         rems_log_str(&l, "error", errmsg);
@@ -468,41 +466,9 @@ static void observe(struct cluster_node *n)
     }
 }
 
-static void sync_work_cb(uv_work_t *w)
-{
-    struct cluster_node *n = w->data;
-    char errmsg[REMS_ERRMSG_SIZE];
-    int rv;
-    uv_mutex_lock(&n->env_mutex);
-    rv = storage_sync(n->storage, errmsg);
-    uv_mutex_unlock(&n->env_mutex);
-    if (rv != 0) {
-        rems_log(REMS_LOG_ERROR, "state_sync_failed", errmsg);
-    }
-}
-
-static void sync_after_cb(uv_work_t *w, int status)
-{
-    struct cluster_node *n = w->data;
-    (void)status;
-    n->sync_inflight = false;
-    if (n->stopping) {
-        cluster__stop_continue(n);
-    }
-}
-
 static void tick_cb(uv_timer_t *t)
 {
     struct cluster_node *n = t->data;
-    /* The state runs with MDB_NOSYNC: flush it about once a second, off
-     * the loop thread, so an OS crash loses little (see storage.h). */
-    if (++n->ticks % (1000 / TICK_MS) == 0 && !n->sync_inflight) {
-        n->sync_work.data = n;
-        if (uv_queue_work(n->loop, &n->sync_work, sync_work_cb,
-                          sync_after_cb) == 0) {
-            n->sync_inflight = true;
-        }
-    }
     observe(n);
     cluster__waits_expire(n);
     cluster__join_tick(n);
@@ -605,12 +571,6 @@ int cluster_node_start(uv_loop_t *loop,
     n->loop = loop;
     n->cfg = *cfg;
     n->lock_fd = -1;
-    if (uv_mutex_init(&n->env_mutex) != 0) {
-        rems_free(n);
-        rems_errmsgf(errmsg, "mutex init failed");
-        rv = REMS_EIO;
-        goto err;
-    }
     REMS_QUEUE_INIT(&n->writes);
     REMS_QUEUE_INIT(&n->reads_next);
     REMS_QUEUE_INIT(&n->reads_inflight);
@@ -755,7 +715,6 @@ err_after_storage:
 err_after_lock:
     close(n->lock_fd);
 err_after_alloc:
-    uv_mutex_destroy(&n->env_mutex);
     rems_free(n);
 err:
     POST(rv != 0);
@@ -780,8 +739,7 @@ static void raft_closed_cb(struct raft *r)
 
 void cluster__stop_continue(struct cluster_node *n)
 {
-    if (!n->raft_closed || n->handles_open > 0 || n->sync_inflight ||
-        !cluster__forward_idle(n)) {
+    if (!n->raft_closed || n->handles_open > 0 || !cluster__forward_idle(n)) {
         return;
     }
     {
@@ -789,7 +747,6 @@ void cluster__stop_continue(struct cluster_node *n)
         void *data = n->close_data;
         storage_close(n->storage);
         close(n->lock_fd);
-        uv_mutex_destroy(&n->env_mutex);
         rems_log(REMS_LOG_INFO, "node_stopped", "raft closed, state flushed");
         rems_free(n);
         if (cb != NULL) {

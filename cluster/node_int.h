@@ -27,11 +27,6 @@ struct cluster_node {
     int handles_open;
 
     uv_timer_t tick;
-    unsigned ticks;
-    uv_work_t sync_work; /* Periodic fsync of the state (MDB_NOSYNC). */
-    bool sync_inflight;
-    uv_mutex_t env_mutex; /* Held by the sync work and by snapshot restore,
-                             which replaces the environment. */
     uv_check_t check;
     bool check_active;
 

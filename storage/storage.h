@@ -13,8 +13,9 @@
  * never a mix.
  *
  * Durability: the environment runs with MDB_NOSYNC because the raft log is
- * the durable record; storage_sync() flushes (remsd calls it on a timer and
- * at close). A process crash loses nothing (the OS has the pages). After an
+ * the durable record; storage_close() flushes. A process crash loses
+ * nothing (the OS has the pages). No periodic flush runs: an fdatasync of
+ * the map while the loop commits stalled commits by up to 100 ms. After an
  * operating-system crash the image may be torn: storage_open() detects that
  * (no CLEAN marker and a different boot id) and starts from an empty
  * generation, which raft then rebuilds from its snapshot and log; the caller
