@@ -157,6 +157,13 @@ def bench_get(remsd, seconds, runs):
                 call(c.api[lead], "PUT", "/v1/policies/bench/get",
                      body=b'{"a":1}')
                 f = [i for i in c.api if i != lead][0]
+                # Wait until the follower has applied the key.
+                for _ in range(500):
+                    st, _ = call(c.api[f], "GET",
+                                 "/v1/policies/bench/get?consistency=stale")
+                    if st == 200:
+                        break
+                    time.sleep(0.01)
                 path = "/v1/policies/bench/get" + \
                     ("?consistency=stale" if stale else "")
                 with open(os.path.join(c.dir, "get.lua"), "w") as fh:

@@ -30,7 +30,7 @@ PACKAGES=(
     libuv1-dev liblmdb-dev lmdb-utils libmsgpack-dev libssl-dev openssl
     libjansson-dev libhttp-parser-dev libyaml-dev libcurl4-openssl-dev
     libcmocka-dev libsystemd-dev
-    curl python3 procps iproute2 wrk
+    curl python3 procps iproute2 wrk nftables faketime
 )
 
 missing_packages() {
