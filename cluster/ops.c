@@ -354,6 +354,20 @@ static void member_set_cb(struct cluster_write *w,
     }
 }
 
+static void change_init(struct cluster_change *req,
+                        struct cluster_node *n,
+                        cluster_change_cb cb,
+                        int kind,
+                        uint64_t id)
+{
+    memset(req->errmsg, 0, sizeof req->errmsg);
+    req->node = n;
+    req->cb = cb;
+    req->kind = kind;
+    req->id = id;
+    req->change.data = req;
+}
+
 int cluster_node_member_add(struct cluster_node *n,
                             struct cluster_change *req,
                             uint64_t id,
@@ -385,11 +399,7 @@ int cluster_node_member_add(struct cluster_node *n,
             return REMS_EEXIST;
         }
     }
-    memset(req->errmsg, 0, sizeof req->errmsg);
-    req->node = n;
-    req->cb = cb;
-    req->kind = CHANGE_ADD;
-    req->id = id;
+    change_init(req, n, cb, CHANGE_ADD, id);
     req->role = role;
     snprintf(req->raft_address, sizeof req->raft_address, "%s", raft_address);
     snprintf(req->api_address, sizeof req->api_address, "%s", api_address);
@@ -415,12 +425,7 @@ int cluster_node_member_remove(struct cluster_node *n,
                                char *errmsg)
 {
     int rv;
-    memset(req->errmsg, 0, sizeof req->errmsg);
-    req->node = n;
-    req->cb = cb;
-    req->kind = CHANGE_REMOVE;
-    req->id = id;
-    req->change.data = req;
+    change_init(req, n, cb, CHANGE_REMOVE, id);
     rv = raft_remove(&n->raft, &req->change, id, change_done_cb);
     if (rv != 0) {
         rems_errmsgf(errmsg, "remove member %llu: %s", (unsigned long long)id,
@@ -438,13 +443,8 @@ int cluster_node_member_assign(struct cluster_node *n,
                                char *errmsg)
 {
     int rv;
-    memset(req->errmsg, 0, sizeof req->errmsg);
-    req->node = n;
-    req->cb = cb;
-    req->kind = CHANGE_ASSIGN;
-    req->id = id;
+    change_init(req, n, cb, CHANGE_ASSIGN, id);
     req->role = role;
-    req->change.data = req;
     rv = raft_assign(&n->raft, &req->change, id, role, change_done_cb);
     if (rv != 0) {
         rems_errmsgf(errmsg, "assign role to %llu: %s", (unsigned long long)id,
@@ -482,11 +482,7 @@ int cluster_node_transfer(struct cluster_node *n,
                           char *errmsg)
 {
     int rv;
-    memset(req->errmsg, 0, sizeof req->errmsg);
-    req->node = n;
-    req->cb = cb;
-    req->kind = CHANGE_TRANSFER;
-    req->id = id;
+    change_init(req, n, cb, CHANGE_TRANSFER, id);
     req->transfer.data = req;
     rv = raft_transfer(&n->raft, &req->transfer, id, transfer_cb);
     if (rv != 0) {
