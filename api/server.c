@@ -118,7 +118,7 @@ static void respond_json(struct call *c,
     h[nh++].value = c->trace_id;
     if (s->node != NULL) {
         struct cluster_status st;
-        cluster_node_status(s->node, &st);
+        cluster_node_brief(s->node, &st);
         snprintf(index, sizeof index, "%" PRIu64, st.applied_index);
         h[nh].name = "X-Rems-Index";
         h[nh++].value = index;
@@ -370,7 +370,7 @@ static void read_local(struct call *c)
     }
     {
         struct cluster_status st;
-        cluster_node_status(c->s->node, &st);
+        cluster_node_brief(c->s->node, &st);
         json_object_set_new(body, "index",
                             json_integer((json_int_t)st.applied_index));
     }
@@ -450,7 +450,7 @@ static void do_read(struct call *c)
         read_local(c);
         return;
     }
-    cluster_node_status(c->s->node, &st);
+    cluster_node_brief(c->s->node, &st);
     if (st.role == CLUSTER_ROLE_LEADER) {
         c->wait.data = c;
         rv = cluster_node_read_index(c->s->node, &c->wait, read_index_cb);
@@ -683,7 +683,7 @@ static void do_write(struct call *c)
     char errmsg[REMS_ERRMSG_SIZE];
     int rv = 0;
 
-    cluster_node_status(c->s->node, &st);
+    cluster_node_brief(c->s->node, &st);
     if (st.role != CLUSTER_ROLE_LEADER) {
         if (http_request_header(c->req, "x-rems-forwarded") != NULL) {
             respond_error(c, 503, "no_leader",
@@ -830,7 +830,7 @@ static void serve_readyz(struct call *c)
     struct cluster_status st;
     char why[128];
     json_t *body = json_object();
-    cluster_node_status(c->s->node, &st);
+    cluster_node_brief(c->s->node, &st);
     if (st.leader_id == 0) {
         json_object_set_new(body, "ready", json_false());
         json_object_set_new(body, "reason", json_string("no leader known"));
@@ -860,7 +860,7 @@ static void serve_metrics(struct call *c)
     struct http_header h[1];
     int i;
 
-    cluster_node_status(c->s->node, &st);
+    cluster_node_brief(c->s->node, &st);
     cluster_node_metrics(c->s->node, &m);
     if (storage_txn_begin(cluster_node_storage(c->s->node), false, &t,
                           errmsg) == 0) {

@@ -66,7 +66,12 @@ typedef void (*cluster_close_cb)(void *data);
  * the store, then call @cb and free the node. */
 void cluster_node_stop(struct cluster_node *n, cluster_close_cb cb, void *data);
 
+/* Everything about this node and the cluster, members included. */
 void cluster_node_status(struct cluster_node *n, struct cluster_status *out);
+
+/* The cheap part of the status, for every answer: role, term, indexes,
+ * last contact, leader id and API address; members are left empty. */
+void cluster_node_brief(struct cluster_node *n, struct cluster_status *out);
 
 /* The state store, for local reads (read transactions). */
 struct storage *cluster_node_storage(struct cluster_node *n);

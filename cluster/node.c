@@ -821,24 +821,26 @@ void cluster__member_api_address(struct cluster_node *n,
     }
 }
 
-void cluster_node_status(struct cluster_node *n, struct cluster_status *out)
+void cluster_node_brief(struct cluster_node *n, struct cluster_status *out)
 {
     struct raft *r = &n->raft;
     raft_id leader_id = 0;
     const char *leader_addr = NULL;
-    unsigned i;
 
     memset(out, 0, sizeof *out);
-    observe(n);
+    /* Read raft directly rather than through observe(): a status query must
+     * have no side effects (observe() answers waiting reads, and status is
+     * asked while answering). */
     out->id = n->cfg.node_id;
-    out->role = n->role;
+    out->role = n->stopping ? CLUSTER_ROLE_UNAVAILABLE
+                            : raft_role_to_cluster(r);
     out->term = raft_current_term(r);
     out->commit_index = raft_commit_index(r);
     out->applied_index = raft_last_applied(r);
     out->last_index = raft_last_index(r);
-    out->leader_ready = n->leader_ready;
+    out->leader_ready = n->leader_ready && out->role == CLUSTER_ROLE_LEADER;
     raft_leader(r, &leader_id, &leader_addr);
-    if (n->role == CLUSTER_ROLE_LEADER) {
+    if (out->role == CLUSTER_ROLE_LEADER) {
         out->last_contact_ms = 0;
     } else {
         uint64_t now = n->io.time(&n->io);
@@ -846,13 +848,21 @@ void cluster_node_status(struct cluster_node *n, struct cluster_status *out)
                                    ? now - r->election_timer_start
                                    : 0;
     }
-    if (leader_id != 0 && (n->role == CLUSTER_ROLE_FOLLOWER ||
-                           n->role == CLUSTER_ROLE_LEADER)) {
+    if (leader_id != 0 && (out->role == CLUSTER_ROLE_FOLLOWER ||
+                           out->role == CLUSTER_ROLE_LEADER)) {
         out->leader_id = leader_id;
         snprintf(out->leader_raft_address, CONFIG_ADDR_SIZE, "%s",
                  leader_addr != NULL ? leader_addr : "");
         cluster__member_api_address(n, leader_id, out->leader_api_address);
     }
+}
+
+void cluster_node_status(struct cluster_node *n, struct cluster_status *out)
+{
+    struct raft *r = &n->raft;
+    unsigned i;
+
+    cluster_node_brief(n, out);
     for (i = 0; i < r->configuration.n &&
                 out->n_members < REMS_ARRAY_SIZE(out->members);
          i++) {
