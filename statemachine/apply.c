@@ -16,6 +16,7 @@
 #include "common/assert.h"
 #include "common/heap.h"
 #include "common/mpread.h"
+#include "statemachine/agents_int.h"
 #include "statemachine/pack_int.h"
 #include "statemachine/statemachine.h"
 
@@ -323,7 +324,14 @@ static int write_audit(struct storage_txn *t,
     statemachine__pack_kv_u64(&pk, "type", (uint64_t)e->type);
     statemachine__pack_kv_u64(&pk, "code", (uint64_t)res->code);
     statemachine__pack_kv_u64(&pk, "revision", res->revision);
-    statemachine__pack_kv_str(&pk, "key", e->key, e->key_len);
+    if (e->key != NULL) {
+        statemachine__pack_kv_str(&pk, "key", e->key, e->key_len);
+    } else if (e->command_id != NULL) {
+        statemachine__pack_kv_str(&pk, "key", e->command_id,
+                                  e->command_id_len);
+    } else {
+        statemachine__pack_kv_str(&pk, "key", e->agent_id, e->agent_id_len);
+    }
     statemachine__pack_kv_str(&pk, "requested_by", e->requested_by, e->requested_by_len);
     statemachine__pack_kv_str(&pk, "reason", e->reason, e->reason_len);
     statemachine__pack_kv_str(&pk, "trace_id", e->trace_id, e->trace_id_len);
@@ -401,6 +409,18 @@ int statemachine_apply(struct storage *s,
             case STATEMACHINE_ENTRY_MEMBER_DELETE:
                 rv = apply_member_delete(t, &e, res, errmsg);
                 break;
+            case STATEMACHINE_ENTRY_AGENT_REGISTER:
+            case STATEMACHINE_ENTRY_AGENT_REPORT:
+                rv = statemachine__apply_agent(t, index, &e, res, errmsg);
+                break;
+            case STATEMACHINE_ENTRY_LEASE_GRANT:
+            case STATEMACHINE_ENTRY_LEASE_REVOKE:
+                rv = statemachine__apply_lease(t, index, &e, res, errmsg);
+                break;
+            case STATEMACHINE_ENTRY_COMMAND_ISSUE:
+            case STATEMACHINE_ENTRY_COMMAND_RESOLVE:
+                rv = statemachine__apply_command(t, index, &e, res, errmsg);
+                break;
             default:
                 rv = 0;
                 break;
@@ -408,7 +428,9 @@ int statemachine_apply(struct storage *s,
         if (rv == 0 && e.request_id_len > 0) {
             rv = remember_request(t, index, &e, res, errmsg);
         }
-        if (rv == 0 && e.type != STATEMACHINE_ENTRY_NOOP) {
+        /* Service-state reports change often and are not audited. */
+        if (rv == 0 && e.type != STATEMACHINE_ENTRY_NOOP &&
+            e.type != STATEMACHINE_ENTRY_AGENT_REPORT) {
             rv = write_audit(t, index, &e, res, errmsg);
         }
         if (rv != 0) {

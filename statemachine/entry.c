@@ -18,6 +18,12 @@ static const char *const type_names[STATEMACHINE_ENTRY_TYPE_NR] = {
     [STATEMACHINE_ENTRY_POLICY_DELETE] = "policy_delete",
     [STATEMACHINE_ENTRY_MEMBER_SET] = "member_set",
     [STATEMACHINE_ENTRY_MEMBER_DELETE] = "member_delete",
+    [STATEMACHINE_ENTRY_AGENT_REGISTER] = "agent_register",
+    [STATEMACHINE_ENTRY_LEASE_GRANT] = "lease_grant",
+    [STATEMACHINE_ENTRY_LEASE_REVOKE] = "lease_revoke",
+    [STATEMACHINE_ENTRY_AGENT_REPORT] = "agent_report",
+    [STATEMACHINE_ENTRY_COMMAND_ISSUE] = "command_issue",
+    [STATEMACHINE_ENTRY_COMMAND_RESOLVE] = "command_resolve",
 };
 
 const char *statemachine_entry_type_name(int type)
@@ -36,6 +42,50 @@ static int check_len(const char *field, size_t len, size_t max, char *errmsg)
         return REMS_EINVAL;
     }
     return 0;
+}
+
+/* The body of agent, lease and command entries: every field that is set. */
+static void pack_agent_body(msgpack_packer *pk,
+                            const struct statemachine_entry *e)
+{
+    uint32_t n = 1;
+    n += e->command_id_len > 0;
+    n += e->action_len > 0;
+    n += e->service_len > 0;
+    n += e->outcome_len > 0;
+    n += e->value != NULL;
+    n += e->ttl_ms > 0;
+    n += e->term > 0;
+    n += e->node_id > 0;
+    msgpack_pack_map(pk, n);
+    statemachine__pack_kv_str(pk, "agent_id", e->agent_id, e->agent_id_len);
+    if (e->command_id_len > 0) {
+        statemachine__pack_kv_str(pk, "command_id", e->command_id,
+                                  e->command_id_len);
+    }
+    if (e->action_len > 0) {
+        statemachine__pack_kv_str(pk, "action", e->action, e->action_len);
+    }
+    if (e->service_len > 0) {
+        statemachine__pack_kv_str(pk, "service", e->service, e->service_len);
+    }
+    if (e->outcome_len > 0) {
+        statemachine__pack_kv_str(pk, "outcome", e->outcome, e->outcome_len);
+    }
+    if (e->value != NULL) {
+        statemachine__pack_str(pk, "value", 5);
+        msgpack_pack_bin(pk, e->value_len);
+        msgpack_pack_bin_body(pk, e->value, e->value_len);
+    }
+    if (e->ttl_ms > 0) {
+        statemachine__pack_kv_u64(pk, "ttl_ms", e->ttl_ms);
+    }
+    if (e->term > 0) {
+        statemachine__pack_kv_u64(pk, "term", e->term);
+    }
+    if (e->node_id > 0) {
+        statemachine__pack_kv_u64(pk, "node_id", e->node_id);
+    }
 }
 
 int statemachine_entry_encode(const struct statemachine_entry *e,
@@ -71,6 +121,25 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
     if (rv == 0) {
         rv = check_len("api_address", e->api_address_len,
                        STATEMACHINE_ADDR_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("agent_id", e->agent_id_len, STATEMACHINE_ID_MAX,
+                       errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("command_id", e->command_id_len, STATEMACHINE_ID_MAX,
+                       errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("action", e->action_len, STATEMACHINE_NAME_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("service", e->service_len, STATEMACHINE_NAME_MAX,
+                       errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("outcome", e->outcome_len, STATEMACHINE_NAME_MAX,
+                       errmsg);
     }
     if (rv != 0) {
         return rv;
@@ -115,6 +184,14 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
         case STATEMACHINE_ENTRY_MEMBER_DELETE:
             msgpack_pack_map(&pk, 1);
             statemachine__pack_kv_u64(&pk, "id", e->member_id);
+            break;
+        case STATEMACHINE_ENTRY_AGENT_REGISTER:
+        case STATEMACHINE_ENTRY_LEASE_GRANT:
+        case STATEMACHINE_ENTRY_LEASE_REVOKE:
+        case STATEMACHINE_ENTRY_AGENT_REPORT:
+        case STATEMACHINE_ENTRY_COMMAND_ISSUE:
+        case STATEMACHINE_ENTRY_COMMAND_RESOLVE:
+            pack_agent_body(&pk, e);
             break;
         default:
             msgpack_pack_map(&pk, 0);
@@ -178,6 +255,69 @@ static int read_limited_str(struct mpread *r,
     return 0;
 }
 
+/* Required fields and value rules of agent, lease and command entries. */
+static int check_agent_body(const struct statemachine_entry *e,
+                            bool have_value,
+                            char *errmsg)
+{
+    int state;
+    if (e->agent_id == NULL) {
+        return bad(errmsg, "body.agent_id", "required");
+    }
+    if (!statemachine_id_check(e->agent_id, e->agent_id_len)) {
+        return bad(errmsg, "body.agent_id",
+                   "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -");
+    }
+    switch (e->type) {
+        case STATEMACHINE_ENTRY_AGENT_REGISTER:
+        case STATEMACHINE_ENTRY_AGENT_REPORT:
+            if (!have_value) {
+                return bad(errmsg, "body.value", "required");
+            }
+            return 0;
+        case STATEMACHINE_ENTRY_LEASE_GRANT:
+            if (e->ttl_ms == 0 || e->ttl_ms > STATEMACHINE_TTL_MAX_MS) {
+                return bad(errmsg, "body.ttl_ms",
+                           "must be between 1 and 86400000");
+            }
+            return 0;
+        case STATEMACHINE_ENTRY_LEASE_REVOKE:
+            return 0;
+        case STATEMACHINE_ENTRY_COMMAND_ISSUE:
+            if (e->command_id == NULL ||
+                !statemachine_id_check(e->command_id, e->command_id_len)) {
+                return bad(errmsg, "body.command_id",
+                           "required: 1 to 64 characters of A-Z a-z 0-9 _ . "
+                           ": -");
+            }
+            if (e->action_len == 0) {
+                return bad(errmsg, "body.action", "required");
+            }
+            if (e->ttl_ms == 0 || e->ttl_ms > STATEMACHINE_TTL_MAX_MS) {
+                return bad(errmsg, "body.ttl_ms",
+                           "must be between 1 and 86400000");
+            }
+            if (e->term == 0) {
+                return bad(errmsg, "body.term", "required");
+            }
+            return 0;
+        default: /* COMMAND_RESOLVE */
+            if (e->command_id == NULL ||
+                !statemachine_id_check(e->command_id, e->command_id_len)) {
+                return bad(errmsg, "body.command_id",
+                           "required: 1 to 64 characters of A-Z a-z 0-9 _ . "
+                           ": -");
+            }
+            if (e->outcome == NULL ||
+                statemachine_command_outcome_parse(e->outcome, e->outcome_len,
+                                                   &state) != 0) {
+                return bad(errmsg, "body.outcome",
+                           "must be acked, nacked, expired or cancelled");
+            }
+            return 0;
+    }
+}
+
 static int decode_body(struct mpread *r,
                        struct statemachine_entry *e,
                        char *errmsg)
@@ -237,9 +377,56 @@ static int decode_body(struct mpread *r,
             if (rv != 0) {
                 return rv;
             }
+        } else if (mpread_streq(k, kl, "agent_id")) {
+            rv = read_limited_str(r, "body.agent_id", STATEMACHINE_ID_MAX,
+                                  &e->agent_id, &e->agent_id_len, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (mpread_streq(k, kl, "command_id")) {
+            rv = read_limited_str(r, "body.command_id", STATEMACHINE_ID_MAX,
+                                  &e->command_id, &e->command_id_len, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (mpread_streq(k, kl, "action")) {
+            rv = read_limited_str(r, "body.action", STATEMACHINE_NAME_MAX,
+                                  &e->action, &e->action_len, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (mpread_streq(k, kl, "service")) {
+            rv = read_limited_str(r, "body.service", STATEMACHINE_NAME_MAX,
+                                  &e->service, &e->service_len, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (mpread_streq(k, kl, "outcome")) {
+            rv = read_limited_str(r, "body.outcome", STATEMACHINE_NAME_MAX,
+                                  &e->outcome, &e->outcome_len, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (mpread_streq(k, kl, "ttl_ms")) {
+            if (mpread_u64(r, &e->ttl_ms) != 0) {
+                return bad(errmsg, "body.ttl_ms",
+                           "must be an unsigned integer");
+            }
+        } else if (mpread_streq(k, kl, "term")) {
+            if (mpread_u64(r, &e->term) != 0) {
+                return bad(errmsg, "body.term", "must be an unsigned integer");
+            }
+        } else if (mpread_streq(k, kl, "node_id")) {
+            if (mpread_u64(r, &e->node_id) != 0) {
+                return bad(errmsg, "body.node_id",
+                           "must be an unsigned integer");
+            }
         } else if (mpread_skip(r) != 0) {
             return bad(errmsg, "body", "truncated");
         }
+    }
+    if (e->type >= STATEMACHINE_ENTRY_AGENT_REGISTER) {
+        return check_agent_body(e, have_value, errmsg);
     }
     if (e->type == STATEMACHINE_ENTRY_POLICY_PUT ||
         e->type == STATEMACHINE_ENTRY_POLICY_DELETE) {
@@ -393,6 +580,47 @@ int statemachine_entry_decode(const void *buf,
         return bad(errmsg, "body", "required");
     }
     return decode_body(&body, e, errmsg);
+}
+
+bool statemachine_id_check(const char *s, size_t len)
+{
+    size_t i;
+    if (len == 0 || len > STATEMACHINE_ID_MAX) {
+        return false;
+    }
+    for (i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' ||
+              c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static const char *const command_state_names[STATEMACHINE_COMMAND_STATE_NR] =
+    {"pending", "acked", "nacked", "expired", "cancelled"};
+
+const char *statemachine_command_state_name(int state)
+{
+    if (state < 0 || state >= STATEMACHINE_COMMAND_STATE_NR) {
+        return "unknown";
+    }
+    return command_state_names[state];
+}
+
+int statemachine_command_outcome_parse(const char *s, size_t len, int *out)
+{
+    int i;
+    for (i = STATEMACHINE_COMMAND_ACKED; i < STATEMACHINE_COMMAND_STATE_NR;
+         i++) {
+        if (mpread_streq(s, len, command_state_names[i])) {
+            *out = i;
+            return 0;
+        }
+    }
+    return REMS_EINVAL;
 }
 
 int statemachine_key_check(const char *key, size_t len, char *errmsg)

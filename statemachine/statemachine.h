@@ -37,6 +37,9 @@
 #define STATEMACHINE_USER_MAX 64
 #define STATEMACHINE_REASON_MAX 512
 #define STATEMACHINE_ADDR_MAX 63
+#define STATEMACHINE_NAME_MAX 64      /* Actions, services, outcomes. */
+#define STATEMACHINE_BLOB_MAX 262144  /* Labels, reports, args, results. */
+#define STATEMACHINE_TTL_MAX_MS 86400000u /* A command lives a day at most. */
 /* A request id is remembered for at least this many entries after its
  * first application. Older ids are forgotten as later entries that carry
  * request ids are applied (a bounded number per entry), so a retry that
@@ -49,6 +52,12 @@ enum statemachine_entry_type {
     STATEMACHINE_ENTRY_POLICY_DELETE = 3,
     STATEMACHINE_ENTRY_MEMBER_SET = 4,
     STATEMACHINE_ENTRY_MEMBER_DELETE = 5,
+    STATEMACHINE_ENTRY_AGENT_REGISTER = 6,
+    STATEMACHINE_ENTRY_LEASE_GRANT = 7,
+    STATEMACHINE_ENTRY_LEASE_REVOKE = 8,
+    STATEMACHINE_ENTRY_AGENT_REPORT = 9,
+    STATEMACHINE_ENTRY_COMMAND_ISSUE = 10,
+    STATEMACHINE_ENTRY_COMMAND_RESOLVE = 11,
     STATEMACHINE_ENTRY_TYPE_NR
 };
 
@@ -82,6 +91,24 @@ struct statemachine_entry {
     size_t raft_address_len;
     const char *api_address;
     size_t api_address_len;
+    /* Agents, leases and commands. @value carries the JSON of the labels
+     * (AGENT_REGISTER), the service states (AGENT_REPORT), the arguments
+     * (COMMAND_ISSUE) or the result (COMMAND_RESOLVE). */
+    const char *agent_id; /* All agent, lease and command entries. */
+    size_t agent_id_len;
+    const char *command_id; /* COMMAND_ISSUE / COMMAND_RESOLVE */
+    size_t command_id_len;
+    const char *action; /* COMMAND_ISSUE */
+    size_t action_len;
+    const char *service; /* COMMAND_ISSUE, may be empty */
+    size_t service_len;
+    const char *outcome; /* COMMAND_RESOLVE: acked|nacked|expired|cancelled;
+                            LEASE_REVOKE: why (expired, ...) */
+    size_t outcome_len;
+    uint64_t ttl_ms;  /* LEASE_GRANT, COMMAND_ISSUE: 1..TTL_MAX */
+    uint64_t term;    /* COMMAND_ISSUE: the leader's term at proposal */
+    uint64_t node_id; /* AGENT_REGISTER, LEASE_GRANT: the node the agent
+                         is connected to */
 };
 
 /* Encode @e into a buffer from @alloc (e.g. raft_malloc); the caller owns
@@ -115,6 +142,8 @@ struct statemachine_result {
     bool created;              /* Put: the key did not exist. */
     bool duplicate; /* A retried request id: result of the first time. */
     bool skipped;   /* Index already applied: nothing done. */
+    int command_state; /* COMMAND_RESOLVE on REMS_ECONFLICT: the state the
+                          command already ended in. */
 };
 
 /* Apply the entry @buf committed at @index, in one write transaction on
@@ -216,6 +245,143 @@ int statemachine_member_get(struct storage_txn *t,
                             uint64_t id,
                             struct statemachine_member *out,
                             char *errmsg);
+
+/* ------------------------------------------------------------------ */
+/* Agents, leases and commands.                                         */
+
+enum statemachine_command_state {
+    STATEMACHINE_COMMAND_PENDING,
+    STATEMACHINE_COMMAND_ACKED,
+    STATEMACHINE_COMMAND_NACKED,
+    STATEMACHINE_COMMAND_EXPIRED,
+    STATEMACHINE_COMMAND_CANCELLED,
+    STATEMACHINE_COMMAND_STATE_NR
+};
+
+/* "pending", "acked", ...; "unknown" out of range. */
+const char *statemachine_command_state_name(int state);
+
+/* Parse a final state name (acked|nacked|expired|cancelled) into @out:
+ * 0 or REMS_EINVAL. */
+int statemachine_command_outcome_parse(const char *s,
+                                       size_t len,
+                                       int *out);
+
+/* True when @s is a valid agent or command id: 1..64 bytes of
+ * [A-Za-z0-9_.:-]. */
+bool statemachine_id_check(const char *s, size_t len);
+
+/* A stored agent (strings borrowed from the transaction). */
+struct statemachine_agent {
+    const char *id;
+    size_t id_len;
+    const char *labels; /* JSON object text. */
+    size_t labels_len;
+    const char *services; /* JSON of the last reported states, or "". */
+    size_t services_len;
+    const char *offline_reason; /* "" while online. */
+    size_t offline_reason_len;
+    uint64_t registered_index;
+    uint64_t updated_index;
+    uint64_t node_id;
+    bool online;
+};
+
+int statemachine_agent_get(struct storage_txn *t,
+                           const char *id,
+                           size_t id_len,
+                           struct statemachine_agent *out,
+                           char *errmsg);
+
+typedef int (*statemachine_agent_visit)(void *data,
+                                        const struct statemachine_agent *a);
+
+/* Agents with id > @after (empty: from the start), in id order. */
+int statemachine_agent_list(struct storage_txn *t,
+                            const char *after,
+                            size_t after_len,
+                            size_t limit,
+                            statemachine_agent_visit visit,
+                            void *data,
+                            bool *more,
+                            char *errmsg);
+
+struct statemachine_lease {
+    const char *agent_id;
+    size_t agent_id_len;
+    uint64_t ttl_ms;
+    uint64_t granted_index;
+    uint64_t granted_ms; /* Leader wall clock at the grant's proposal. */
+    uint64_t node_id;
+};
+
+int statemachine_lease_get(struct storage_txn *t,
+                           const char *agent_id,
+                           size_t agent_id_len,
+                           struct statemachine_lease *out,
+                           char *errmsg);
+
+typedef int (*statemachine_lease_visit)(void *data,
+                                        const struct statemachine_lease *l);
+
+int statemachine_lease_list(struct storage_txn *t,
+                            statemachine_lease_visit visit,
+                            void *data,
+                            char *errmsg);
+
+struct statemachine_command {
+    const char *id;
+    size_t id_len;
+    const char *agent_id;
+    size_t agent_id_len;
+    const char *action;
+    size_t action_len;
+    const char *service;
+    size_t service_len;
+    const char *args; /* JSON */
+    size_t args_len;
+    const char *result; /* JSON or "" */
+    size_t result_len;
+    const char *requested_by;
+    size_t requested_by_len;
+    const char *reason;
+    size_t reason_len;
+    const char *trace_id;
+    size_t trace_id_len;
+    int state; /* enum statemachine_command_state */
+    uint64_t term;
+    uint64_t ttl_ms;
+    uint64_t issued_index;
+    uint64_t issued_ms;   /* Leader wall clock at proposal. */
+    uint64_t deadline_ms; /* issued_ms + ttl_ms */
+    uint64_t resolved_index; /* 0 while pending. */
+};
+
+int statemachine_command_get(struct storage_txn *t,
+                             const char *id,
+                             size_t id_len,
+                             struct statemachine_command *out,
+                             char *errmsg);
+
+typedef int (*statemachine_command_visit)(
+    void *data,
+    const struct statemachine_command *c);
+
+/* Commands with id > @after in id order, filtered by @agent_id (NULL: any)
+ * and @state (-1: any). For STATEMACHINE_COMMAND_PENDING only the pending
+ * index is walked, so listing pending commands stays cheap however many
+ * commands have ended. */
+int statemachine_command_list(struct storage_txn *t,
+                              const char *agent_id,
+                              size_t agent_id_len,
+                              int state,
+                              const char *after,
+                              size_t after_len,
+                              size_t limit,
+                              statemachine_command_visit visit,
+                              void *data,
+                              bool *more,
+                              char *errmsg);
 
 /* Snapshot format: a MessagePack header {v, format:"lmdb", last_applied,
  * image_len} followed by the LMDB image. */

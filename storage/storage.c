@@ -31,7 +31,8 @@
 #include "common/heap.h"
 
 static const char *const table_names[STORAGE_TABLE_NR] = {
-    "meta", "policies", "audit", "requests", "reqidx", "members",
+    "meta",   "policies", "audit",    "requests", "reqidx",
+    "members", "agents",  "leases",   "commands", "pending",
 };
 
 struct storage {

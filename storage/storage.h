@@ -41,6 +41,10 @@ enum storage_table {
     STORAGE_REQUESTS, /* Request id -> first result. */
     STORAGE_REQIDX,   /* Big-endian index -> request id (for pruning). */
     STORAGE_MEMBERS,  /* Big-endian node id -> member record. */
+    STORAGE_AGENTS,   /* Agent id -> agent record. */
+    STORAGE_LEASES,   /* Agent id -> lease record. */
+    STORAGE_COMMANDS, /* Command id -> command record. */
+    STORAGE_PENDING,  /* Command id -> big-endian issue index (pending). */
     STORAGE_TABLE_NR
 };
 
