@@ -440,9 +440,9 @@ int statemachine__apply_lease(struct storage_txn *t,
             return rv;
         }
         a.online = false;
-        a.offline_reason = e->outcome != NULL ? e->outcome : "revoked";
+        a.offline_reason = e->outcome_len > 0 ? e->outcome : "revoked";
         a.offline_reason_len =
-            e->outcome != NULL ? e->outcome_len : strlen("revoked");
+            e->outcome_len > 0 ? e->outcome_len : strlen("revoked");
     }
     a.updated_index = index;
     res->revision = index;
@@ -503,7 +503,10 @@ int statemachine__apply_command(struct storage_txn *t,
         c.ttl_ms = e->ttl_ms;
         c.issued_index = index;
         c.issued_ms = e->time_ms;
-        c.deadline_ms = e->time_ms + e->ttl_ms;
+        /* ttl_ms is at most a day (decoder); saturate a wild clock. */
+        c.deadline_ms = e->time_ms > UINT64_MAX - e->ttl_ms
+                            ? UINT64_MAX
+                            : e->time_ms + e->ttl_ms;
         rv = pack_command(t, &c, errmsg);
         if (rv != 0) {
             return rv;

@@ -229,15 +229,19 @@ static int read_request(const void *v,
     struct mpread r;
     uint32_t n;
     uint64_t code;
+    uint64_t state = 0;
     mpread_init(&r, v, vl);
-    if (mpread_array(&r, &n) != 0 || n != 5 ||
+    if (mpread_array(&r, &n) != 0 || (n != 5 && n != 6) ||
         mpread_u64(&r, &res->index) != 0 || mpread_u64(&r, &code) != 0 ||
         mpread_u64(&r, &res->revision) != 0 ||
         mpread_u64(&r, &res->current_revision) != 0 ||
-        mpread_bool(&r, &res->created) != 0 || code >= REMS_E_NR) {
+        mpread_bool(&r, &res->created) != 0 || code >= REMS_E_NR ||
+        (n == 6 && (mpread_u64(&r, &state) != 0 ||
+                    state >= STATEMACHINE_COMMAND_STATE_NR))) {
         return REMS_ECORRUPT;
     }
     res->code = (int)code;
+    res->command_state = (int)state;
     return 0;
 }
 
@@ -261,7 +265,7 @@ static int remember_request(struct storage_txn *t,
 
     rems_buf_init(&b);
     msgpack_packer_init(&pk, &b, rems_buf_write);
-    msgpack_pack_array(&pk, 5);
+    msgpack_pack_array(&pk, 6);
     msgpack_pack_uint64(&pk, res->index);
     msgpack_pack_uint64(&pk, (uint64_t)res->code);
     msgpack_pack_uint64(&pk, res->revision);
@@ -271,6 +275,7 @@ static int remember_request(struct storage_txn *t,
     } else {
         msgpack_pack_false(&pk);
     }
+    msgpack_pack_uint64(&pk, (uint64_t)res->command_state);
     rv = buf_put(t, STORAGE_REQUESTS, e->request_id, e->request_id_len, &b,
                  errmsg);
     if (rv != 0) {
@@ -324,7 +329,7 @@ static int write_audit(struct storage_txn *t,
     statemachine__pack_kv_u64(&pk, "type", (uint64_t)e->type);
     statemachine__pack_kv_u64(&pk, "code", (uint64_t)res->code);
     statemachine__pack_kv_u64(&pk, "revision", res->revision);
-    if (e->key != NULL) {
+    if (e->type < STATEMACHINE_ENTRY_AGENT_REGISTER) {
         statemachine__pack_kv_str(&pk, "key", e->key, e->key_len);
     } else if (e->command_id != NULL) {
         statemachine__pack_kv_str(&pk, "key", e->command_id,

@@ -141,6 +141,9 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
         rv = check_len("outcome", e->outcome_len, STATEMACHINE_NAME_MAX,
                        errmsg);
     }
+    if (rv == 0 && e->type >= STATEMACHINE_ENTRY_AGENT_REGISTER) {
+        rv = check_len("value", e->value_len, STATEMACHINE_BLOB_MAX, errmsg);
+    }
     if (rv != 0) {
         return rv;
     }
@@ -426,6 +429,11 @@ static int decode_body(struct mpread *r,
         }
     }
     if (e->type >= STATEMACHINE_ENTRY_AGENT_REGISTER) {
+        if (e->value_len > STATEMACHINE_BLOB_MAX) {
+            rems_errmsgf(errmsg, "entry: body.value: %zu bytes, at most %d "
+                         "allowed", e->value_len, STATEMACHINE_BLOB_MAX);
+            return REMS_EMALFORMED;
+        }
         return check_agent_body(e, have_value, errmsg);
     }
     if (e->type == STATEMACHINE_ENTRY_POLICY_PUT ||

@@ -134,7 +134,9 @@ int statemachine_key_check(const char *key, size_t len, char *errmsg);
 
 /* What applying an entry did. */
 struct statemachine_result {
-    int code;          /* 0, REMS_ECONFLICT, REMS_ENOTFOUND, REMS_EMALFORMED,
+    int code;          /* 0, REMS_ECONFLICT, REMS_ENOTFOUND, REMS_EEXIST
+                          (command id taken), REMS_EINVAL (resolve by
+                          another agent), REMS_EMALFORMED,
                           REMS_EUNSUPPORTED. */
     uint64_t index;    /* Index at which the request was first applied. */
     uint64_t revision; /* The key's new revision (put/delete: the index). */
@@ -142,8 +144,9 @@ struct statemachine_result {
     bool created;              /* Put: the key did not exist. */
     bool duplicate; /* A retried request id: result of the first time. */
     bool skipped;   /* Index already applied: nothing done. */
-    int command_state; /* COMMAND_RESOLVE on REMS_ECONFLICT: the state the
-                          command already ended in. */
+    int command_state; /* Commands: the state after the entry; on
+                          REMS_ECONFLICT or REMS_EEXIST the state the
+                          command already has. */
 };
 
 /* Apply the entry @buf committed at @index, in one write transaction on
