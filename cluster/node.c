@@ -136,6 +136,9 @@ static int fsm_apply(struct raft_fsm *fsm,
         rems_log_str(&l, "reason", errmsg);
         rems_log_end(&l);
     }
+    if (index > n->state_applied) {
+        n->state_applied = index;
+    }
     *result = NULL;
     /* Local proposals are queued in index order. */
     REMS_QUEUE_FOREACH(q, &n->writes)
@@ -195,6 +198,20 @@ static int fsm_snapshot(struct raft_fsm *fsm,
     return 0;
 }
 
+/* Refresh state_applied from the store's own record. */
+static void read_state_applied(struct cluster_node *n)
+{
+    struct storage_txn *t;
+    char errmsg[REMS_ERRMSG_SIZE];
+    uint64_t last = 0;
+    if (storage_txn_begin(n->storage, false, &t, errmsg) == 0) {
+        if (statemachine_last_applied(t, &last, errmsg) == 0) {
+            n->state_applied = last;
+        }
+        storage_txn_abort(t);
+    }
+}
+
 static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 {
     struct cluster_node *n = fsm->data;
@@ -212,6 +229,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
         return RAFT_CORRUPT;
     }
     n->metrics.snapshots_restored++;
+    read_state_applied(n);
     rems_log_begin(&l, REMS_LOG_INFO, "snapshot_restored");
     rems_log_u64(&l, "bytes", buf->len);
     rems_log_bool(&l, "replaced", replaced);
@@ -612,6 +630,7 @@ int cluster_node_start(uv_loop_t *loop,
     if (rv != 0) {
         goto err_after_lock;
     }
+    read_state_applied(n);
     if (storage_was_reset(n->storage)) {
         rems_log(REMS_LOG_WARN, "state_reset",
                  "the machine crashed while this node ran; the state is "
@@ -836,7 +855,9 @@ void cluster_node_brief(struct cluster_node *n, struct cluster_status *out)
                             : raft_role_to_cluster(r);
     out->term = raft_current_term(r);
     out->commit_index = raft_commit_index(r);
-    out->applied_index = raft_last_applied(r);
+    out->applied_index = raft_last_applied(r) > n->state_applied
+                             ? raft_last_applied(r)
+                             : n->state_applied;
     out->last_index = raft_last_index(r);
     out->leader_ready = n->leader_ready && out->role == CLUSTER_ROLE_LEADER;
     raft_leader(r, &leader_id, &leader_addr);

@@ -26,6 +26,12 @@ struct cluster_node {
     void *close_data;
     int handles_open;
 
+    /* Highest index the state store reflects. After a restart raft
+     * re-applies from its snapshot (entries the store already holds are
+     * skipped), so raft's last_applied starts low while the store is
+     * already ahead: answers report this one. */
+    uint64_t state_applied;
+
     uv_timer_t tick;
     uv_check_t check;
     bool check_active;

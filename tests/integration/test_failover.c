@@ -201,6 +201,41 @@ static size_t log_count(const char *path, const char *needle)
 
 /* ------------------------------------------------------------------ */
 
+/* X-Rems-Index of a stale read of @key on node @i, or -1 without answer. */
+static int64_t stale_index(struct fixture *f, size_t i, const char *key)
+{
+    char path[256];
+    char value[32];
+    long status;
+    char *headers = NULL;
+    int64_t index = -1;
+    json_t *o;
+    snprintf(path, sizeof path, "/v1/policies/%s?consistency=stale", key);
+    o = test_cluster_call(&f->c, i, "GET", path, NULL, NULL, &status,
+                          &headers);
+    if (status == 200 && headers != NULL &&
+        test_http_header(headers, "X-Rems-Index", value, sizeof value)) {
+        index = strtoll(value, NULL, 10);
+    }
+    free(headers);
+    json_decref(o);
+    return index;
+}
+
+struct stale_wait {
+    struct fixture *f;
+    size_t node;
+    const char *key;
+    int64_t index;
+};
+
+static bool stale_answers(void *arg)
+{
+    struct stale_wait *w = arg;
+    w->index = stale_index(w->f, w->node, w->key);
+    return w->index >= 0;
+}
+
 /* SIGKILL of the leader: the two survivors elect another leader in a
  * higher term, take writes, and still hold every acknowledged write. The
  * killed node, restarted on its data dir, catches up. */
@@ -245,8 +280,16 @@ static void leader_killed(void **state)
         assert_int_equal(read_rev(f, b, key, false), revs[i]);
     }
 
-    /* The same command line and data dir. */
-    test_cluster_start_node(&f->c, old);
+    /* The same command line and data dir. The restarted node's state
+     * survived the kill: its first stale answer already reports an index
+     * at or past the writes it had applied (raft itself restarts its
+     * applied index lower and replays). */
+    {
+        struct stale_wait w = {f, old, "acked/5", -1};
+        test_cluster_start_node(&f->c, old);
+        assert_true(test_wait_for(stale_answers, &w, 10000));
+        assert_true(w.index >= revs[5]);
+    }
     wait_stale(f, old, "after/failover", last);
     for (i = 0; i < 6; i++) {
         snprintf(key, sizeof key, "acked/%d", i);
