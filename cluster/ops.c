@@ -515,9 +515,8 @@ static void join_cb(struct cluster_forward *f,
         rems_log_strn(&l, "answer", body, body_len < 300 ? body_len : 300);
     }
     rems_log_end(&l);
-    if (status == 0 && http_status == 200) {
-        n->joining = false;
-    }
+    /* The tick ends the join once the configuration lists this node as a
+     * voter; until then it retries every second. */
 }
 
 void cluster__join_tick(struct cluster_node *n)
@@ -533,10 +532,20 @@ void cluster__join_tick(struct cluster_node *n)
         now < n->join_next_ms) {
         return;
     }
-    /* Once a leader reached us we are a member. */
-    if (n->leader_id != 0) {
-        n->joining = false;
-        return;
+    /* Done once the configuration this node holds lists it as a voter.
+     * Hearing from a leader is not enough: a node added as a spare hears
+     * from the leader during catch-up, and the promotion may still fail
+     * (then the join is retried; adding an existing member is harmless). */
+    {
+        unsigned i;
+        for (i = 0; i < n->raft.configuration.n; i++) {
+            const struct raft_server *srv = &n->raft.configuration.servers[i];
+            if (srv->id == n->cfg.node_id && srv->role == RAFT_VOTER) {
+                n->joining = false;
+                rems_log(REMS_LOG_INFO, "joined", "this node is a voter");
+                return;
+            }
+        }
     }
     n->join_next_ms = now + 1000;
     len = snprintf(body, sizeof body,
