@@ -1,0 +1,538 @@
+"""Unit tests of the harness's pure parts (no cluster, no root needed).
+
+    python3 -m unittest discover -s jepsen/tests
+"""
+
+import json
+import os
+import random
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from remsjepsen import checkers, history, net, nemesis, nodes  # noqa: E402
+from remsjepsen.history import History, Keyword, edn, edn_line  # noqa: E402
+
+
+def op(process, f, key, value, t_inv, t_done, typ="ok", done_value=None,
+       node="n1", **extra):
+    """An invoke and its completion (dicts without index)."""
+    inv = {"type": "invoke", "process": process, "f": f, "key": key,
+           "value": value, "node": node, "time": t_inv}
+    done = {"type": typ, "process": process, "f": f, "key": key,
+            "value": value if done_value is None else done_value,
+            "node": node, "time": t_done}
+    done.update(extra)
+    if key is None:
+        del inv["key"], done["key"]
+    return inv, done
+
+
+def build(evs):
+    """Sort by time and number them like History does."""
+    evs = sorted(evs, key=lambda e: e["time"])
+    out = []
+    for i, e in enumerate(evs):
+        e = dict(e)
+        e["index"] = i
+        out.append(e)
+    return out
+
+
+class HistoryWriterTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.jsonl = os.path.join(self.dir.name, "h.jsonl")
+        self.edn = os.path.join(self.dir.name, "h.edn")
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def test_jsonl_fields_index_and_time(self):
+        h = History(self.jsonl, self.edn)
+        h.append({"type": "invoke", "process": 3, "f": "write", "key": "r1",
+                  "value": 4, "node": "n2"})
+        h.append({"type": "ok", "process": 3, "f": "write", "key": "r1",
+                  "value": 4, "node": "n2"})
+        h.nemesis("start-partition", "majority-ring")
+        h.append({"type": "fail", "process": 1, "f": "cas", "key": "r1",
+                  "value": [4, 5], "node": "n1", "error": "conflict"})
+        h.close()
+        with open(self.jsonl) as fh:
+            lines = fh.read().splitlines()
+        evs = [json.loads(x) for x in lines]
+        self.assertEqual([e["index"] for e in evs], [0, 1, 2, 3])
+        times = [e["time"] for e in evs]
+        self.assertEqual(times, sorted(times))
+        self.assertTrue(all(isinstance(t, int) and t >= 0 for t in times))
+        self.assertEqual(list(evs[0])[:7], ["index", "type", "process",
+                                            "time", "f", "key", "value"])
+        self.assertEqual(evs[2]["process"], "nemesis")
+        self.assertEqual(evs[2]["type"], "info")
+        self.assertNotIn("key", evs[2])
+        self.assertEqual(evs[3]["value"], [4, 5])
+        self.assertEqual(evs[3]["error"], "conflict")
+        # Appends after close are ignored, not crashes.
+        h.append({"type": "invoke", "process": 9, "f": "read"})
+        self.assertEqual(len(h.events), 4)
+
+    def test_time_never_decreases(self):
+        h = History()
+        h.append({"type": "invoke", "process": 0, "f": "read"}, t=100)
+        e = h.append({"type": "ok", "process": 0, "f": "read"}, t=50)
+        self.assertEqual(e["time"], 100)
+
+    def test_edn_lines(self):
+        h = History(self.jsonl, self.edn, t0_ns=0)
+        h.append({"type": "invoke", "process": 3, "f": "write", "key": "r1",
+                  "value": 4, "node": "n2"}, t=120034551)
+        h.append({"type": "invoke", "process": 4, "f": "cas", "key": "r2",
+                  "value": [4, 5], "node": "n1"}, t=120034552)
+        h.append({"type": "invoke", "process": 5, "f": "read", "key": "r0",
+                  "value": None, "node": "n1"}, t=120034553)
+        h.nemesis("start-partition", 'halves: n1 | n2 "x"')
+        h.append({"type": "ok", "process": 6, "f": "stale-read",
+                  "key": "r0", "value": 2, "node": "n3",
+                  "rems_index": 17}, t=120034560)
+        h.close()
+        with open(self.edn) as fh:
+            lines = fh.read().splitlines()
+        self.assertEqual(
+            lines[0], '{:index 0, :type :invoke, :process 3, '
+            ':time 120034551, :f :write, :value [:r1 4], :node "n2"}')
+        self.assertIn(":value [:r2 [4 5]]", lines[1])
+        self.assertIn(":value [:r0 nil]", lines[2])
+        self.assertIn(":process :nemesis", lines[3])
+        self.assertIn(":f :start-partition", lines[3])
+        self.assertIn(':value "halves: n1 | n2 \\"x\\""', lines[3])
+        self.assertIn(":rems-index 17", lines[4])
+        self.assertIn(":f :stale-read", lines[4])
+
+    def test_edn_set_values(self):
+        line = edn_line({"index": 0, "type": "ok", "process": 1,
+                         "time": 5, "f": "read", "value": [3, 1, 2]})
+        self.assertIn(":value #{1 2 3}", line)
+        line = edn_line({"index": 1, "type": "ok", "process": 1,
+                         "time": 6, "f": "add", "value": 7})
+        self.assertIn(":value 7", line)
+
+    def test_edn_escaping(self):
+        self.assertEqual(edn('a"b'), '"a\\"b"')
+        self.assertEqual(edn("a\\b"), '"a\\\\b"')
+        self.assertEqual(edn("l1\nl2\tx\ry"), '"l1\\nl2\\tx\\ry"')
+        self.assertEqual(edn("\x00\x1f\x7f"), '"\\u0000\\u001f\\u007f"')
+        self.assertEqual(edn("caf\u00e9 \u2603"), '"caf\u00e9 \u2603"')
+        self.assertEqual(edn(None), "nil")
+        self.assertEqual(edn(True), "true")
+        self.assertEqual(edn(False), "false")
+        self.assertEqual(edn(-12), "-12")
+        self.assertEqual(edn(1.5), "1.5")
+        self.assertEqual(edn([1, [2, None]]), "[1 [2 nil]]")
+        self.assertEqual(edn({Keyword("a"): 1, "b c": 2}),
+                         '{:a 1, "b c" 2}')
+        self.assertEqual(edn(frozenset([2, 1])), "#{1 2}")
+
+    def test_edn_keyword_fallback(self):
+        self.assertEqual(edn(Keyword("start-partition")), ":start-partition")
+        self.assertEqual(edn(Keyword("r1")), ":r1")
+        # Not valid keyword names: written as strings.
+        self.assertEqual(edn(Keyword("1abc")), '"1abc"')
+        self.assertEqual(edn(Keyword("a b")), '"a b"')
+        self.assertEqual(edn(Keyword('x"y')), '"x\\"y"')
+        line = edn_line({"index": 0, "type": "invoke", "process": 1,
+                         "time": 0, "f": "write", "key": "has space",
+                         "value": 1})
+        self.assertIn(':value ["has space" 1]', line)
+
+    def test_pair_ops(self):
+        a_inv, a_ok = op(1, "write", "r1", 3, 10, 20)
+        b_inv, b_info = op(2, "write", "r1", 4, 11, 30, typ="info")
+        c_inv = dict(op(3, "read", "r1", None, 40, 50)[0])
+        evs = build([a_inv, a_ok, b_inv, b_info, c_inv,
+                     {"type": "info", "process": "nemesis", "time": 15,
+                      "f": "start-kill", "value": "n1"}])
+        ops = history.pair_ops(evs)
+        self.assertEqual([o["type"] for o in ops], ["ok", "info", None])
+        counts = checkers.op_counts(evs)
+        self.assertEqual(counts["invoked"], 3)
+        self.assertEqual(counts["incomplete"], 1)
+        self.assertEqual(counts["by_f"]["write"]["info"], 1)
+
+
+class SetCheckerTest(unittest.TestCase):
+    def history(self):
+        evs = []
+        t = 0
+        for elem, typ in ((1, "ok"), (2, "ok"), (3, "fail"), (4, "info"),
+                          (5, "ok")):
+            inv, done = op(elem, "add", None, elem, t, t + 5, typ=typ)
+            evs += [inv, done]
+            t += 10
+        return build(evs)
+
+    def test_valid(self):
+        final = {"linearizable": {"n1": [1, 2, 5], "n2": [1, 2, 4, 5]},
+                 "stale": {"n1": [1, 2, 5], "n2": [5, 2, 1, 4]}}
+        r = checkers.check_set(self.history(), final)
+        self.assertIs(r["valid"], True)
+        self.assertEqual(r["acknowledged"], 3)
+        self.assertEqual(r["failed"], 1)
+        self.assertEqual(r["indeterminate"], 1)
+        self.assertEqual(r["reads"]["n2 linearizable"]
+                         ["indeterminate_present"], 1)
+
+    def test_lost_write(self):
+        final = {"linearizable": {"n1": [1, 2, 5], "n2": [1, 5]},
+                 "stale": {"n1": [1, 2, 5], "n2": [1, 2, 5]}}
+        r = checkers.check_set(self.history(), final)
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["lost"], {"n2 linearizable": [2]})
+
+    def test_never_attempted(self):
+        final = {"linearizable": {"n1": [1, 2, 5, 99]}, "stale": {}}
+        r = checkers.check_set(self.history(), final)
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["unexpected"], {"n1 linearizable": [99]})
+
+    def test_failed_add_present(self):
+        final = {"linearizable": {"n1": [1, 2, 3, 5]}, "stale": {}}
+        r = checkers.check_set(self.history(), final)
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["failed_present"], {"n1 linearizable": [3]})
+
+    def test_duplicate(self):
+        final = {"linearizable": {"n1": [1, 2, 2, 5]}, "stale": {}}
+        r = checkers.check_set(self.history(), final)
+        self.assertIs(r["valid"], False)
+
+    def test_missing_final_read_is_unknown(self):
+        final = {"linearizable": {"n1": [1, 2, 5], "n2": None},
+                 "stale": {"n1": [1, 2, 5]}}
+        r = checkers.check_set(self.history(), final)
+        self.assertEqual(r["valid"], "unknown")
+        self.assertEqual(r["missing_reads"], ["n2 linearizable"])
+
+
+def log_line(node, role, term, leader, event="raft_state"):
+    return json.dumps({"ts": "2026-11-22T04:45:43.650Z", "level": "info",
+                       "node": str(node), "event": event, "role": role,
+                       "term": term, "leader": leader, "commit_index": 1})
+
+
+class LeaderPerTermTest(unittest.TestCase):
+    def test_valid(self):
+        logs = {
+            "n1": [log_line(1, "follower", 1, 0), log_line(1, "leader", 2, 1),
+                   log_line(1, "leader", 2, 1), "not json",
+                   '{"truncated": ', log_line(1, "follower", 3, 2)],
+            "n2": [log_line(2, "candidate", 3, 0), log_line(2, "leader", 3, 2),
+                   log_line(2, "follower", 4, 3)],
+            "n3": [log_line(3, "leader", 4, 3),
+                   log_line(3, "leader", 4, 3, event="leader_ready")],
+        }
+        r = checkers.check_leaders(logs)
+        self.assertIs(r["valid"], True)
+        self.assertEqual(r["terms_with_leader"], 3)
+        self.assertEqual(r["max_term"], 4)
+
+    def test_two_leaders_in_one_term(self):
+        logs = {"n1": [log_line(1, "leader", 5, 1)],
+                "n2": [log_line(2, "follower", 5, 1)],
+                "n3": [log_line(3, "leader", 5, 3), log_line(3, "leader", 6,
+                                                            3)]}
+        r = checkers.check_leaders(logs)
+        self.assertIs(r["valid"], False)
+        self.assertEqual(len(r["violations"]), 1)
+        self.assertEqual(r["violations"][0]["term"], 5)
+        self.assertEqual(r["violations"][0]["leaders"], ["1", "3"])
+
+    def test_status_claims(self):
+        logs = {"n1": [log_line(1, "leader", 5, 1)]}
+        r = checkers.check_leaders(logs, [(5, "1"), (6, "2")])
+        self.assertIs(r["valid"], True)
+        self.assertEqual(r["terms_with_leader"], 2)
+        r = checkers.check_leaders(logs, [(5, "2")])
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["violations"][0]["leaders"], ["1", "2"])
+
+    def test_reads_node_logs(self):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "n1.log"), "w") as fh:
+                fh.write(log_line(1, "leader", 2, 1) + "\n")
+            logs = checkers.read_logs(d, ["n1", "n2"])
+            self.assertEqual(len(logs["n1"]), 1)
+            self.assertEqual(logs["n2"], [])
+
+
+class StaleReadCheckerTest(unittest.TestCase):
+    def read(self, p, node, t0, t1, idx):
+        return list(op(p, "stale-read", "r1", None, t0, t1, done_value=1,
+                       node=node, rems_index=idx))
+
+    def test_monotonic(self):
+        evs = []
+        for i, (t, idx) in enumerate(((0, 5), (20, 5), (40, 9), (60, 12))):
+            evs += self.read(i, "n1", t, t + 10, idx)
+        evs += self.read(9, "n2", 0, 10, 3)
+        r = checkers.check_stale_reads(build(evs))
+        self.assertIs(r["valid"], True)
+        self.assertEqual(r["stale_reads"], 5)
+
+    def test_goes_back(self):
+        evs = []
+        evs += self.read(1, "n1", 0, 10, 50)
+        evs += self.read(2, "n1", 20, 30, 7)
+        r = checkers.check_stale_reads(build(evs))
+        self.assertIs(r["valid"], False)
+        v = r["violations"][0]
+        self.assertEqual(v["node"], "n1")
+        self.assertEqual(v["earlier"]["rems_index"], 50)
+        self.assertEqual(v["later"]["rems_index"], 7)
+
+    def test_other_nodes_are_independent(self):
+        evs = self.read(1, "n1", 0, 10, 50) + self.read(2, "n2", 20, 30, 7)
+        self.assertIs(checkers.check_stale_reads(build(evs))["valid"], True)
+
+    def test_concurrent_reads_may_disagree(self):
+        # Overlapping reads: either order is fine.
+        evs = self.read(1, "n1", 0, 30, 50) + self.read(2, "n1", 10, 40, 7)
+        self.assertIs(checkers.check_stale_reads(build(evs))["valid"], True)
+
+    def test_wipe_resets(self):
+        evs = self.read(1, "n1", 0, 10, 50)
+        evs.append({"type": "info", "process": "nemesis", "time": 15,
+                    "f": "wipe", "value": "n1"})
+        evs += self.read(2, "n1", 20, 30, 3)
+        evs += self.read(3, "n1", 40, 50, 4)
+        r = checkers.check_stale_reads(build(evs))
+        self.assertIs(r["valid"], True)
+        self.assertEqual(r["wipes"], {"n1": 1})
+        # ... but not within the new epoch.
+        evs += self.read(4, "n1", 60, 70, 2)
+        self.assertIs(checkers.check_stale_reads(build(evs))["valid"], False)
+
+    def test_failed_reads_ignored(self):
+        evs = self.read(1, "n1", 0, 10, 50)
+        inv, done = op(2, "stale-read", "r1", None, 20, 30, typ="fail",
+                       node="n1", error="connect: connection-refused")
+        evs += [inv, done]
+        self.assertIs(checkers.check_stale_reads(build(evs))["valid"], True)
+
+
+class ScheduleTest(unittest.TestCase):
+    ALL = list(nemesis.NEMESES)
+
+    def test_deterministic(self):
+        a = nemesis.make_schedule(42, self.ALL, 300)
+        b = nemesis.make_schedule(42, self.ALL, 300)
+        self.assertEqual(a, b)
+        self.assertEqual(json.dumps(a), json.dumps(b))
+        c = nemesis.make_schedule(43, self.ALL, 300)
+        self.assertNotEqual(a, c)
+
+    def test_kind_independent_of_others(self):
+        # Adding a nemesis does not change another kind's windows.
+        a = [w for w in nemesis.make_schedule(7, ["kill"], 300)]
+        b = [w for w in nemesis.make_schedule(7, ["kill", "partition"], 300)
+             if w["kind"] == "kill"]
+        self.assertEqual(a, b)
+
+    def test_windows(self):
+        for seed in range(20):
+            s = nemesis.make_schedule(seed, self.ALL, 120)
+            self.assertTrue(s)
+            self.assertEqual(s, sorted(s, key=lambda w: (w["start"],
+                                                         w["kind"])))
+            for kind in self.ALL:
+                ws = [w for w in s if w["kind"] == kind]
+                self.assertTrue(ws, kind)
+                self.assertGreaterEqual(ws[0]["start"], 2.0)
+                for w in ws:
+                    self.assertGreaterEqual(w["stop"] - w["start"], 5.0 - 1e-3)
+                    self.assertLessEqual(w["stop"] - w["start"], 15.0 + 1e-3)
+                    self.assertLessEqual(w["stop"], 120 - 1.0)
+                for a, b in zip(ws, ws[1:]):
+                    self.assertGreaterEqual(b["start"] - a["stop"], 5.0 - 1e-3)
+                    self.assertLessEqual(b["start"] - a["stop"], 10.0 + 1e-3)
+            for w in s:
+                if w["kind"] == "partition":
+                    self.assertIn(w["partition"], net.PARTITION_KINDS)
+                if w["kind"] == "clock":
+                    self.assertIn(w["mode"], nemesis.CLOCK_MODES)
+                    if w["mode"] == "bump":
+                        self.assertTrue(5 <= abs(w["offset"]) <= 60)
+                if w["kind"] in ("kill", "pause", "member", "clock"):
+                    self.assertIn(w["target"], ("random", "leader"))
+
+    def test_short_test_has_no_windows(self):
+        self.assertEqual(nemesis.make_schedule(1, ["kill"], 5), [])
+
+    def test_unknown_nemesis(self):
+        with self.assertRaises(ValueError):
+            nemesis.make_schedule(1, ["bogus"], 60)
+
+    def test_runtime_choices_follow_window_seed(self):
+        s = nemesis.make_schedule(5, ["partition"], 200)
+        nodes = ["n1", "n2", "n3", "n4", "n5"]
+        g1 = [net.make_grudge(w["partition"], nodes, random.Random(w["seed"]),
+                              leader="n2") for w in s]
+        g2 = [net.make_grudge(w["partition"], nodes, random.Random(w["seed"]),
+                              leader="n2") for w in s]
+        self.assertEqual(g1, g2)
+
+
+def views(g):
+    """node -> the nodes it hears from (itself included)."""
+    return {n: frozenset(m for m in g if m not in g[n]) for n in g}
+
+
+def symmetric(g):
+    return all((b in g[a]) == (a in g[b]) for a in g for b in g)
+
+
+class GrudgeTest(unittest.TestCase):
+    SIZES = (3, 4, 5, 7, 9)
+
+    def nodes(self, n):
+        return ["n%d" % i for i in range(1, n + 1)]
+
+    def test_halves(self):
+        for n in self.SIZES:
+            for seed in range(10):
+                g = net.make_grudge("halves", self.nodes(n),
+                                    random.Random(seed))
+                self.assertEqual(set(g), set(self.nodes(n)))
+                self.assertTrue(symmetric(g))
+                comps = set(views(g).values())
+                self.assertEqual(len(comps), 2)
+                self.assertEqual(sorted(len(c) for c in comps),
+                                 [n // 2, n - n // 2])
+                for node, v in views(g).items():
+                    self.assertIn(node, v)
+                    self.assertEqual(g[node], set(self.nodes(n)) - v)
+
+    def test_isolate_leader(self):
+        for n in self.SIZES:
+            g = net.make_grudge("isolate-leader", self.nodes(n),
+                                random.Random(1), leader="n2")
+            self.assertEqual(g["n2"], set(self.nodes(n)) - {"n2"})
+            for m in self.nodes(n):
+                if m != "n2":
+                    self.assertEqual(g[m], {"n2"})
+            self.assertTrue(symmetric(g))
+        # No leader known: some node is isolated.
+        g = net.make_grudge("isolate-leader", self.nodes(5),
+                            random.Random(1), leader=None)
+        alone = [m for m in g if len(g[m]) == 4]
+        self.assertEqual(len(alone), 1)
+
+    def test_majority_ring(self):
+        for n in self.SIZES:
+            for seed in range(10):
+                g = net.make_grudge("majority-ring", self.nodes(n),
+                                    random.Random(seed))
+                v = views(g)
+                m = net.majority(n)
+                for node in g:
+                    self.assertIn(node, v[node])
+                    self.assertEqual(len(v[node]), m)
+                # No two nodes see the same majority.
+                self.assertEqual(len(set(v.values())), n)
+                if m % 2 == 1:
+                    # Windows centred on each node: links are two-way.
+                    self.assertTrue(symmetric(g))
+        # 5 nodes: each node sees exactly its two ring neighbours.
+        g = net.make_grudge("majority-ring", self.nodes(5), random.Random(3))
+        for node, v in views(g).items():
+            self.assertEqual(len(v - {node}), 2)
+
+    def test_bridge(self):
+        for n in self.SIZES:
+            for seed in range(10):
+                g = net.make_grudge("bridge", self.nodes(n),
+                                    random.Random(seed))
+                self.assertTrue(symmetric(g))
+                bridges = [m for m in g if not g[m]]
+                self.assertEqual(len(bridges), 1)
+                b = bridges[0]
+                others = [m for m in g if m != b]
+                # The others split in two sides that cannot talk.
+                sides = set(views(g)[m] - {b} for m in others)
+                self.assertEqual(len(sides), 2)
+                s1, s2 = sorted(sides, key=len)
+                self.assertEqual(sorted([len(s1), len(s2)]),
+                                 sorted([n // 2, n - n // 2 - 1]))
+                self.assertFalse(s1 & s2)
+                self.assertEqual(s1 | s2, set(others))
+                for m in others:
+                    self.assertNotIn(b, g[m])
+
+    def test_unknown_kind(self):
+        with self.assertRaises(ValueError):
+            net.make_grudge("bogus", ["n1"], random.Random(1))
+
+    def test_describe(self):
+        g = net.grudge_isolate(["n1", "n2", "n3"], "n1")
+        self.assertEqual(net.describe_grudge("isolate-leader", g),
+                         "isolate-leader: n1 | n2 n3")
+        g = net.grudge_majority_ring(["n1", "n2", "n3", "n4", "n5"],
+                                     random.Random(1))
+        text = net.describe_grudge("majority-ring", g)
+        self.assertTrue(text.startswith("majority-ring: n1 sees "))
+
+    def test_nft_rules_never_drop_the_bridge(self):
+        class State:
+            def update(self, **kw):
+                pass
+        nw = net.NetnsNetwork(7, ["n1", "n2", "n3"], State())
+        applied = []
+        nw._apply_node = lambda name, ips: applied.append(
+            (name, sorted(set(ips) - {nw.gateway})))
+        g = net.make_grudge("halves", nw.names, random.Random(2))
+        nw.apply_grudge(g)
+        for name, ips in applied:
+            self.assertNotIn("10.77.7.1", ips)
+            self.assertEqual(ips, sorted(nw.ip[m] for m in g[name]))
+        script = nw._nft_script({"10.77.7.12", "10.77.7.13"})
+        self.assertIn("ip saddr { 10.77.7.12, 10.77.7.13 } drop", script)
+        self.assertIn("delete table inet rjepsen", script)
+        heal = nw._nft_script(set())
+        self.assertNotIn("chain", heal)
+        self.assertEqual(nw.ns["n2"], "rj7n2")
+        self.assertEqual(nw.ip["n3"], "10.77.7.13")
+
+
+class MiscTest(unittest.TestCase):
+    def test_combine(self):
+        self.assertIs(checkers.combine({"a": {"valid": True},
+                                        "b": {"valid": "skipped"}}), True)
+        self.assertEqual(checkers.combine({"a": {"valid": True},
+                                           "b": {"valid": "unknown"}}),
+                         "unknown")
+        self.assertIs(checkers.combine({"a": {"valid": False},
+                                        "b": {"valid": "unknown"}}), False)
+
+    def test_faketime_env(self):
+        if nodes.faketime_lib() is None:
+            self.skipTest("libfaketime not installed")
+        e = nodes.faketime_env({"mode": "bump", "offset": -30})
+        self.assertEqual(e["FAKETIME"], "-30s")
+        self.assertEqual(e["FAKETIME_DONT_FAKE_MONOTONIC"], "1")
+        e = nodes.faketime_env({"mode": "strobe", "delta": 20}, "/tmp/x")
+        self.assertEqual(e["FAKETIME_TIMESTAMP_FILE"], "/tmp/x")
+        self.assertNotIn("FAKETIME", e)
+        e = nodes.faketime_env({"mode": "rate", "factor": 2.0})
+        self.assertEqual(e["FAKETIME"], "+0 x2")
+        self.assertNotIn("FAKETIME_DONT_FAKE_MONOTONIC", e)
+
+    def test_lincheck_missing_is_skipped(self):
+        r = checkers.check_linearizable("/nonexistent/rems-lincheck",
+                                        "/tmp/h.jsonl", "/tmp/l.json", 10)
+        self.assertEqual(r["valid"], "skipped")
+
+
+if __name__ == "__main__":
+    unittest.main()
