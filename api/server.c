@@ -119,7 +119,7 @@ static void respond_json(struct call *c,
     if (s->node != NULL) {
         struct cluster_status st;
         cluster_node_brief(s->node, &st);
-        snprintf(index, sizeof index, "%" PRIu64, st.applied_index);
+        snprintf(index, sizeof index, "%" PRIu64, st.state_index);
         h[nh].name = "X-Rems-Index";
         h[nh++].value = index;
         snprintf(contact, sizeof contact, "%" PRIu64, st.last_contact_ms);
@@ -372,7 +372,7 @@ static void read_local(struct call *c)
         struct cluster_status st;
         cluster_node_brief(c->s->node, &st);
         json_object_set_new(body, "index",
-                            json_integer((json_int_t)st.applied_index));
+                            json_integer((json_int_t)st.state_index));
     }
     respond_json(c, 200, body, NULL, 0);
 }
@@ -805,6 +805,8 @@ static void serve_status(struct call *c)
                         json_integer((json_int_t)st.commit_index));
     json_object_set_new(body, "applied_index",
                         json_integer((json_int_t)st.applied_index));
+    json_object_set_new(body, "state_index",
+                        json_integer((json_int_t)st.state_index));
     json_object_set_new(body, "last_index",
                         json_integer((json_int_t)st.last_index));
     json_object_set_new(body, "last_contact_ms",

@@ -41,7 +41,9 @@ struct cluster_status {
     char leader_raft_address[CONFIG_ADDR_SIZE];
     char leader_api_address[CONFIG_ADDR_SIZE];
     uint64_t commit_index;
-    uint64_t applied_index;
+    uint64_t applied_index; /* raft's: every entry kind, restarts low. */
+    uint64_t state_index;   /* Last change the state store reflects: never
+                               goes back, also across a restart. */
     uint64_t last_index;
     uint64_t last_contact_ms; /* 0 on the leader. */
     bool leader_ready;        /* Leader whose first barrier committed. */

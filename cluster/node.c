@@ -855,9 +855,11 @@ void cluster_node_brief(struct cluster_node *n, struct cluster_status *out)
                             : raft_role_to_cluster(r);
     out->term = raft_current_term(r);
     out->commit_index = raft_commit_index(r);
-    out->applied_index = raft_last_applied(r) > n->state_applied
-                             ? raft_last_applied(r)
-                             : n->state_applied;
+    out->applied_index = raft_last_applied(r);
+    /* Barriers and configuration changes advance raft's applied index but
+     * change no state; after a restart raft's index starts low again. The
+     * state's own index only moves forward. */
+    out->state_index = n->state_applied;
     out->last_index = raft_last_index(r);
     out->leader_ready = n->leader_ready && out->role == CLUSTER_ROLE_LEADER;
     raft_leader(r, &leader_id, &leader_addr);
