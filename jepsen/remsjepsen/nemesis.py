@@ -348,12 +348,12 @@ class Nemesis:
         tag = " (leader)" if prefer is not None and node is prefer else ""
         ok, how = self._remove(node, time.monotonic() + 25)
         if not ok:
+            # The DELETE may still take effect (its entry can be committed
+            # by a later leader): keep the node, look again at the end.
             self.history.nemesis("start-member", "remove %s%s: not "
                                  "confirmed (%s)" % (node.name, tag, how))
-            self.history.nemesis("stop-member", "%s left as it was"
-                                 % node.name)
-            c.release(node)
-            return None
+            return {"desc": "%s removal unknown" % node.name, "node": node,
+                    "unconfirmed": True}
         self.history.nemesis("start-member", "%s%s removed %s"
                              % (node.name, tag, how))
         c.stop(node)
@@ -424,6 +424,27 @@ class Nemesis:
 
     def _stop_member(self, w, ctx):
         node = ctx["node"]
+        if ctx.get("unconfirmed"):
+            try:
+                _, members = leader_members(self.cluster, 30)
+                if members is None or node.id in members:
+                    self.history.nemesis("stop-member", "%s left as it was "
+                                         "(%s)" % (node.name, "still a member"
+                                                   if members else
+                                                   "no leader to ask"))
+                    return
+                # The removal happened after all.
+                self.cluster.stop(node)
+                self.cluster.wipe(node)
+                self.history.nemesis("wipe", node.name)
+                ok, via = self.rejoin(node, time.monotonic() + 60)
+                self.history.nemesis("stop-member", "%s was removed after "
+                                     "all; rejoined via %s%s" % (
+                                         node.name, via,
+                                         "" if ok else " (not yet a voter)"))
+            finally:
+                self.cluster.release(node)
+            return
         try:
             ok, via = self.rejoin(node, time.monotonic() + 60)
             self.history.nemesis("stop-member", "%s rejoined via %s%s" % (

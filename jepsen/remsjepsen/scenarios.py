@@ -185,7 +185,13 @@ class Scenario:
         t = [x for x in c.nodes if x is not leader][0]
         for k in range(50):
             self.put(leader, k)
-        time.sleep(1)
+        # A leadership change: the new leader commits a barrier, an entry
+        # of raft's own that the state store never sees.
+        other = [x for x in c.nodes if x not in (leader, t)][0]
+        r = c.call(leader, "POST", "/v1/leadership/transfer",
+                   body={"id": other.id}, timeout=10)
+        self.log("leadership to %s: %s" % (other.name, r.status))
+        time.sleep(1.5)
         r = c.call(t, "GET", "/v1/policies/scenario/1?consistency=stale")
         before = int(r.header("X-Rems-Index", "0"))
         # Cut it off first, so that it cannot learn the commit index from

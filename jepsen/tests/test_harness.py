@@ -505,6 +505,114 @@ class GrudgeTest(unittest.TestCase):
         self.assertEqual(nw.ip["n3"], "10.77.7.13")
 
 
+class FakeNode:
+    def __init__(self, i):
+        self.id = i
+        self.name = "n%d" % i
+        self.paused = False
+        self.running = True
+        self.clock = None
+
+
+class FakeCluster:
+    """Just enough of nodes.Cluster for nemesis.heal_all."""
+
+    def __init__(self, n, members):
+        self.nodes = [FakeNode(i) for i in range(1, n + 1)]
+        self.max_faulted = (n - 1) // 2
+        self._members = members
+        self.wiped = []
+        self.stopped = []
+
+    def resume(self, node):
+        node.paused = False
+
+    def stop(self, node):
+        self.stopped.append(node.name)
+        node.running = False
+
+    def start(self, node, clock=None, tsfile=None):
+        node.running = True
+        node.clock = clock
+
+    def release(self, node):
+        pass
+
+    def wait_for_leader(self, timeout):
+        return self.nodes[0]
+
+    def members(self, leader, timeout=3.0):
+        return self._members
+
+    def wipe(self, node):
+        self.wiped.append(node.name)
+
+
+class FakeNet:
+    def heal(self):
+        pass
+
+
+class FakeNemesis:
+    def __init__(self):
+        self.history = History()
+        self.rejoined = []
+
+    def rejoin(self, node, deadline):
+        self.rejoined.append(node.name)
+        return True, "n1"
+
+
+class HealAllTest(unittest.TestCase):
+    def setUp(self):
+        self.sleep = nemesis.time.sleep
+        nemesis.time.sleep = lambda s: None
+
+    def tearDown(self):
+        nemesis.time.sleep = self.sleep
+
+    def test_wipes_only_a_confirmed_non_member(self):
+        c = FakeCluster(5, {1: "voter", 2: "voter", 3: "voter",
+                            4: "spare"})
+        n = FakeNemesis()
+        out = nemesis.heal_all(c, FakeNet(), n, lambda m: None)
+        self.assertEqual(c.wiped, ["n5"])
+        self.assertEqual(n.rejoined, ["n4", "n5"])
+        self.assertEqual(len(out), 2)
+        self.assertEqual([e["value"] for e in n.history.events
+                          if e["f"] == "wipe"], ["n5"])
+
+    def test_never_wipes_a_majority(self):
+        # A leader that answers with a near-empty table must not make the
+        # harness wipe most of the cluster.
+        c = FakeCluster(5, {1: "voter"})
+        n = FakeNemesis()
+        out = nemesis.heal_all(c, FakeNet(), n, lambda m: None)
+        self.assertEqual(c.wiped, [])
+        self.assertEqual(n.rejoined, [])
+        self.assertIn("not repaired", out[0])
+
+    def test_no_answer_repairs_nothing(self):
+        c = FakeCluster(3, None)
+        c.members = lambda leader, timeout=3.0: None
+        c.wait_for_leader = lambda timeout: None
+        n = FakeNemesis()
+        out = nemesis.heal_all(c, FakeNet(), n, lambda m: None)
+        self.assertEqual(c.wiped, [])
+        self.assertIn("no leader answered", out[-1])
+
+    def test_restarts_stopped_and_restores_clocks(self):
+        c = FakeCluster(3, {1: "voter", 2: "voter", 3: "voter"})
+        c.nodes[1].running = False
+        c.nodes[2].clock = {"mode": "bump", "offset": 5}
+        c.nodes[0].paused = True
+        out = nemesis.heal_all(c, FakeNet(), FakeNemesis(), lambda m: None)
+        self.assertTrue(all(x.running and not x.clock and not x.paused
+                            for x in c.nodes))
+        self.assertEqual(sorted(out), ["n1 resumed", "n2 started",
+                                       "n3 clock restored"])
+
+
 class MiscTest(unittest.TestCase):
     def test_combine(self):
         self.assertIs(checkers.combine({"a": {"valid": True},
