@@ -34,24 +34,6 @@ static void pack_kv_bin(msgpack_packer *pk,
     msgpack_pack_bin_body(pk, v != NULL ? v : "", v != NULL ? len : 0);
 }
 
-static int put_buf(struct storage_txn *t,
-                   enum storage_table table,
-                   const char *key,
-                   size_t klen,
-                   struct rems_buf *b,
-                   char *errmsg)
-{
-    int rv;
-    if (b->failed) {
-        rems_errmsg_oom(errmsg);
-        rv = REMS_ENOMEM;
-    } else {
-        rv = storage_put(t, table, key, klen, b->data, b->len, errmsg);
-    }
-    rems_buf_close(b);
-    return rv;
-}
-
 static int pack_agent(struct storage_txn *t,
                       const struct statemachine_agent *a,
                       char *errmsg)
@@ -74,7 +56,7 @@ static int pack_agent(struct storage_txn *t,
     } else {
         msgpack_pack_false(&pk);
     }
-    return put_buf(t, STORAGE_AGENTS, a->id, a->id_len, &b, errmsg);
+    return statemachine__buf_put(t, STORAGE_AGENTS, a->id, a->id_len, &b, errmsg);
 }
 
 static int corrupt(const char *table,
@@ -255,7 +237,7 @@ static int pack_command(struct storage_txn *t,
     statemachine__pack_kv_u64(&pk, "issued_ms", c->issued_ms);
     statemachine__pack_kv_u64(&pk, "deadline_ms", c->deadline_ms);
     statemachine__pack_kv_u64(&pk, "resolved_index", c->resolved_index);
-    return put_buf(t, STORAGE_COMMANDS, c->id, c->id_len, &b, errmsg);
+    return statemachine__buf_put(t, STORAGE_COMMANDS, c->id, c->id_len, &b, errmsg);
 }
 
 static int decode_command(const char *id,
@@ -420,7 +402,7 @@ int statemachine__apply_lease(struct storage_txn *t,
         statemachine__pack_kv_u64(&pk, "granted_index", index);
         statemachine__pack_kv_u64(&pk, "granted_ms", e->time_ms);
         statemachine__pack_kv_u64(&pk, "node_id", e->node_id);
-        rv = put_buf(t, STORAGE_LEASES, e->agent_id, e->agent_id_len, &b,
+        rv = statemachine__buf_put(t, STORAGE_LEASES, e->agent_id, e->agent_id_len, &b,
                      errmsg);
         if (rv != 0) {
             return rv;

@@ -23,24 +23,6 @@
 #define META_LAST_APPLIED "last_applied"
 #define PRUNE_PER_APPLY 64
 
-static int buf_put(struct storage_txn *t,
-                   enum storage_table table,
-                   const void *key,
-                   size_t klen,
-                   struct rems_buf *b,
-                   char *errmsg)
-{
-    int rv;
-    if (b->failed) {
-        rems_errmsg_oom(errmsg);
-        rv = REMS_ENOMEM;
-    } else {
-        rv = storage_put(t, table, key, klen, b->data, b->len, errmsg);
-    }
-    rems_buf_close(b);
-    return rv;
-}
-
 int statemachine_last_applied(struct storage_txn *t,
                               uint64_t *out,
                               char *errmsg)
@@ -149,7 +131,7 @@ static int apply_policy_put(struct storage_txn *t,
     msgpack_pack_uint64(&pk, index);
     msgpack_pack_uint64(&pk, created);
     msgpack_pack_uint64(&pk, index);
-    rv = buf_put(t, STORAGE_POLICIES, e->key, e->key_len, &b, errmsg);
+    rv = statemachine__buf_put(t, STORAGE_POLICIES, e->key, e->key_len, &b, errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -203,7 +185,7 @@ static int apply_member_set(struct storage_txn *t,
     msgpack_pack_array(&pk, 2);
     statemachine__pack_str(&pk, e->raft_address, e->raft_address_len);
     statemachine__pack_str(&pk, e->api_address, e->api_address_len);
-    return buf_put(t, STORAGE_MEMBERS, k, sizeof k, &b, errmsg);
+    return statemachine__buf_put(t, STORAGE_MEMBERS, k, sizeof k, &b, errmsg);
 }
 
 static int apply_member_delete(struct storage_txn *t,
@@ -276,7 +258,7 @@ static int remember_request(struct storage_txn *t,
         msgpack_pack_false(&pk);
     }
     msgpack_pack_uint64(&pk, (uint64_t)res->command_state);
-    rv = buf_put(t, STORAGE_REQUESTS, e->request_id, e->request_id_len, &b,
+    rv = statemachine__buf_put(t, STORAGE_REQUESTS, e->request_id, e->request_id_len, &b,
                  errmsg);
     if (rv != 0) {
         return rv;
@@ -341,7 +323,7 @@ static int write_audit(struct storage_txn *t,
     statemachine__pack_kv_str(&pk, "reason", e->reason, e->reason_len);
     statemachine__pack_kv_str(&pk, "trace_id", e->trace_id, e->trace_id_len);
     statemachine__pack_kv_str(&pk, "request_id", e->request_id, e->request_id_len);
-    return buf_put(t, STORAGE_AUDIT, k, sizeof k, &b, errmsg);
+    return statemachine__buf_put(t, STORAGE_AUDIT, k, sizeof k, &b, errmsg);
 }
 
 int statemachine_apply(struct storage *s,

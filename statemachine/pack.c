@@ -1,6 +1,7 @@
 /* MessagePack writing helpers; see pack_int.h. */
 #include <string.h>
 
+#include "common/mpread.h"
 #include "statemachine/pack_int.h"
 
 void statemachine__pack_str(msgpack_packer *pk, const char *s, size_t len)
@@ -26,4 +27,22 @@ void statemachine__pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
 {
     statemachine__pack_str(pk, k, strlen(k));
     msgpack_pack_uint64(pk, v);
+}
+
+int statemachine__buf_put(struct storage_txn *t,
+                   enum storage_table table,
+                   const void *key,
+                   size_t klen,
+                   struct rems_buf *b,
+                   char *errmsg)
+{
+    int rv;
+    if (b->failed) {
+        rems_errmsg_oom(errmsg);
+        rv = REMS_ENOMEM;
+    } else {
+        rv = storage_put(t, table, key, klen, b->data, b->len, errmsg);
+    }
+    rems_buf_close(b);
+    return rv;
 }

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "storage/storage.h"
+
 /* A str; NULL packs as "". */
 void statemachine__pack_str(msgpack_packer *pk, const char *s, size_t len);
 
@@ -18,5 +20,15 @@ void statemachine__pack_kv_str(msgpack_packer *pk,
 
 /* A str key then an unsigned value. */
 void statemachine__pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v);
+
+/* Store the bytes of @b (then closed) under @key in @table; REMS_ENOMEM
+ * when building @b failed. */
+struct rems_buf;
+int statemachine__buf_put(struct storage_txn *t,
+                          enum storage_table table,
+                          const void *key,
+                          size_t klen,
+                          struct rems_buf *b,
+                          char *errmsg);
 
 #endif /* REMS_STATEMACHINE_PACK_INT_H */
