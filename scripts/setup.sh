@@ -5,15 +5,20 @@
 # - libraft >= 0.18: Debian 12 ships 0.15, which lacks commit-safety fixes,
 #   so this builds Debian 13's `raft` source package (fetched with apt from
 #   Debian's own registry, without touching the machine's apt configuration)
-#   once into $REMS_DEPS_PREFIX and reuses it afterwards.
+#   once into $REMS_DEPS_PREFIX and reuses it afterwards, with the fixes in
+#   scripts/raft-patches/ applied (each says what it fixes and how it was
+#   found). RAFT_BUILD names that set: change it when a patch is added, so
+#   that machines with an older build get a new one in a new prefix.
 #
 # Idempotent: a second run does nothing that is already done. Prints one
 # line per step.
 set -euo pipefail
 
 RAFT_VERSION=0.22.1
+RAFT_BUILD=rems1
 PREFIX=${REMS_DEPS_PREFIX:-/opt/rems-deps}
-RAFT_PREFIX="$PREFIX/raft-$RAFT_VERSION"
+RAFT_PREFIX="$PREFIX/raft-$RAFT_VERSION-$RAFT_BUILD"
+PATCHES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/raft-patches"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -26,7 +31,7 @@ need_root() {
 
 PACKAGES=(
     build-essential cmake pkg-config git ca-certificates
-    autoconf automake libtool liblz4-dev
+    autoconf automake libtool liblz4-dev patch
     libuv1-dev liblmdb-dev lmdb-utils libmsgpack-dev libssl-dev openssl
     libjansson-dev libhttp-parser-dev libyaml-dev libcurl4-openssl-dev
     libcmocka-dev libsystemd-dev
@@ -60,7 +65,7 @@ install_packages() {
 
 build_raft() {
     if [ -f "$RAFT_PREFIX/lib/pkgconfig/raft.pc" ]; then
-        log "libraft $RAFT_VERSION: present in $RAFT_PREFIX"
+        log "libraft $RAFT_VERSION-$RAFT_BUILD: present in $RAFT_PREFIX"
         return
     fi
     need_root
@@ -86,14 +91,20 @@ build_raft() {
     tar -C "$work" -xf "$tarball"
     local srcdir
     srcdir=$(find "$work" -maxdepth 1 -type d -name 'raft-*' | head -n 1)
-    log "libraft $RAFT_VERSION: building in $srcdir (about 2 minutes)"
+    local p
+    for p in "$PATCHES_DIR"/*.patch; do
+        [ -e "$p" ] || continue
+        log "libraft $RAFT_VERSION: applying $(basename "$p")"
+        patch -d "$srcdir" -p1 -s <"$p"
+    done
+    log "libraft $RAFT_VERSION-$RAFT_BUILD: building in $srcdir (about 2 minutes)"
     (cd "$srcdir" &&
         autoreconf -i >/dev/null 2>&1 &&
         ./configure --prefix="$RAFT_PREFIX" --disable-example \
             --disable-benchmark >/dev/null &&
         make -j"$(nproc)" >/dev/null 2>&1 &&
         make install >/dev/null)
-    log "libraft $RAFT_VERSION: installed in $RAFT_PREFIX"
+    log "libraft $RAFT_VERSION-$RAFT_BUILD: installed in $RAFT_PREFIX"
 }
 
 install_packages
