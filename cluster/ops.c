@@ -515,8 +515,19 @@ static void join_cb(struct cluster_forward *f,
         rems_log_strn(&l, "answer", body, body_len < 300 ? body_len : 300);
     }
     rems_log_end(&l);
-    /* The tick ends the join once the configuration lists this node as a
-     * voter; until then it retries every second. */
+    /* Done once the leader answers 200: it answers only when its committed
+     * configuration lists this node as a voter with this raft address. The
+     * configuration this node holds itself is no proof: during catch-up it
+     * is an old one from the log (for a reused id, the bootstrap
+     * configuration lists this node as a voter), and a node added as a
+     * spare hears from the leader before its promotion, which may still
+     * fail. Until then the tick retries every second; asking again is
+     * harmless (an existing member only gets its role fixed). */
+    if (status == 0 && http_status == 200) {
+        n->joining = false;
+        rems_log(REMS_LOG_INFO, "joined",
+                 "the leader lists this node as a voter");
+    }
 }
 
 void cluster__join_tick(struct cluster_node *n)
@@ -531,21 +542,6 @@ void cluster__join_tick(struct cluster_node *n)
     if (!n->joining || n->join_inflight || n->stopping ||
         now < n->join_next_ms) {
         return;
-    }
-    /* Done once the configuration this node holds lists it as a voter.
-     * Hearing from a leader is not enough: a node added as a spare hears
-     * from the leader during catch-up, and the promotion may still fail
-     * (then the join is retried; adding an existing member is harmless). */
-    {
-        unsigned i;
-        for (i = 0; i < n->raft.configuration.n; i++) {
-            const struct raft_server *srv = &n->raft.configuration.servers[i];
-            if (srv->id == n->cfg.node_id && srv->role == RAFT_VOTER) {
-                n->joining = false;
-                rems_log(REMS_LOG_INFO, "joined", "this node is a voter");
-                return;
-            }
-        }
     }
     n->join_next_ms = now + 1000;
     len = snprintf(body, sizeof body,
