@@ -221,17 +221,27 @@ static void respond_status(struct call *c, int rv, const char *message)
 /* ------------------------------------------------------------------ */
 /* Reads from the local store.                                          */
 
-/* A call to the leader failed in transport (refused, reset, timed out). */
+/* A call to the leader failed in transport. For a write, "no_leader"
+ * promises that the request was not delivered (no connection could be
+ * made), so the write was never proposed; after a reset or a timeout it
+ * may have been, and the answer says that its outcome is unknown. */
 static void respond_forward_failed(struct call *c,
+                                   bool write,
                                    int status,
                                    const char *errmsg)
 {
     char msg[REMS_ERRMSG_SIZE];
-    snprintf(msg, sizeof msg, "leader unreachable: %s", errmsg);
+    const char *unknown =
+        write ? "; outcome unknown, retry with the same X-Rems-Request-Id"
+              : "";
+    snprintf(msg, sizeof msg, "leader unreachable: %s%s", errmsg,
+             status == REMS_ENOLEADER ? "" : unknown);
     if (status == REMS_ETIMEDOUT) {
         respond_error(c, 504, "timeout", msg, NULL);
-    } else {
+    } else if (status == REMS_ENOLEADER || !write) {
         respond_error(c, 503, "no_leader", msg, NULL);
+    } else {
+        respond_error(c, 503, "unavailable", msg, NULL);
     }
 }
 
@@ -419,7 +429,7 @@ static void forwarded_read_index_cb(struct cluster_forward *f,
     json_t *idx;
 
     if (status != 0) {
-        respond_forward_failed(c, status, f->errmsg);
+        respond_forward_failed(c, false, status, f->errmsg);
         return;
     }
     if (http_status != 200) {
@@ -591,7 +601,7 @@ static void forwarded_cb(struct cluster_forward *f,
     json_t *o;
 
     if (status != 0) {
-        respond_forward_failed(c, status, f->errmsg);
+        respond_forward_failed(c, true, status, f->errmsg);
         return;
     }
     o = json_loadb(body, len, 0, &jerr);

@@ -202,7 +202,13 @@ int cluster_node_transfer(struct cluster_node *n,
 
 struct cluster_forward;
 typedef void (*cluster_forward_cb)(struct cluster_forward *req,
-                                   int status, /* 0 or REMS_E* transport */
+                                   /* 0 or the transport's REMS_E*:
+                                    * REMS_ENOLEADER when no connection
+                                    * could be made (nothing was sent),
+                                    * REMS_ETIMEDOUT, REMS_EIO (the request
+                                    * may have been delivered),
+                                    * REMS_ESHUTDOWN, REMS_ENOMEM */
+                                   int status,
                                    long http_status,
                                    const char *body,
                                    size_t body_len);

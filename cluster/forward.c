@@ -74,9 +74,20 @@ static void check_done(struct cluster_node *n)
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&f);
         curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
         if (msg->data.result != CURLE_OK) {
-            int status = msg->data.result == CURLE_OPERATION_TIMEDOUT
-                             ? REMS_ETIMEDOUT
-                             : REMS_EIO;
+            int status;
+            switch (msg->data.result) {
+                case CURLE_OPERATION_TIMEDOUT:
+                    status = REMS_ETIMEDOUT;
+                    break;
+                case CURLE_COULDNT_CONNECT:
+                case CURLE_COULDNT_RESOLVE_HOST:
+                    /* No connection: the request never left this node. */
+                    status = REMS_ENOLEADER;
+                    break;
+                default:
+                    status = REMS_EIO;
+                    break;
+            }
             if (f->errmsg[0] == '\0') {
                 rems_errmsgf(f->errmsg, "%s",
                              curl_easy_strerror(msg->data.result));

@@ -69,11 +69,26 @@ class Scenario:
         c.start(f)
         self.log("restarted %s: it catches up entries, the removal among "
                  "them" % f.name)
-        time.sleep(3)
-        r = c.call(leader, "POST", "/v1/leadership/transfer",
-                   body={"id": f.id}, timeout=10)
-        self.log("leadership to %s: %s %s" % (f.name, r.status, r.raw[:80]))
-        time.sleep(2)
+        # The finding needs f to lead: ask until it does.
+        led = False
+        deadline = time.monotonic() + 30
+        while not led and time.monotonic() < deadline:
+            time.sleep(2)
+            b = c.find_leader()
+            if b is None:
+                continue
+            if b[0] is f:
+                led = True
+                break
+            r = c.call(b[0], "POST", "/v1/leadership/transfer",
+                       body={"id": f.id}, timeout=10)
+            self.log("leadership to %s: %s %s" % (f.name, r.status,
+                                                  r.raw[:80]))
+        if not led:
+            self.result = {"valid": False, "leader": None,
+                           "answers": ["%s never led: inconclusive" % f.name]}
+            return
+        self.log("%s leads" % f.name)
         body = {"id": v.id, "raft_address": v.raft_address,
                 "api_address": v.api_address, "role": "spare"}
         answers = []

@@ -12,6 +12,13 @@ How outcomes are recorded (``fail`` means "certainly had no effect"):
   answer is a ``fail``, never ``info``.
 - When the TCP connection could not even be opened (refused, connect
   timeout), no byte of the request was sent: ``fail``, error "connect: ...".
+- ``503`` with code ``no_leader`` on a write: the node promises that the
+  write was never proposed (docs/api.md, "Errors"): ``fail``. Other 5xx
+  (``unavailable``: leadership lost in flight, or the forward to the leader
+  broke after sending) stay ``info``.
+- Register writes use values unique per key (worker + k * concurrency), so
+  a read names the one write it observed; cas expects the value this
+  client last read of the key and writes a new unique value.
 - cas is a linearizable GET then, only when the value is the expected one,
   a PUT with If-Match: <revision>. A GET that finds another value completes
   as ``fail`` ("mismatch"); a GET that fails completes as ``fail`` too
@@ -135,6 +142,13 @@ class RegisterClient(Client):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.keys = ["r%d" % i for i in range(self.opts.keys)]
+        self.k = 0
+        self.seen = {}  # key -> the value this client last read
+
+    def fresh(self):
+        """A value no other write of this run uses."""
+        self.k += 1
+        return self.worker + self.k * self.opts.concurrency
 
     def path(self, key):
         return "/v1/policies/" + REGISTER_PREFIX + key
@@ -150,9 +164,9 @@ class RegisterClient(Client):
             else:
                 self.read(node, key)
         elif x < 0.75:
-            self.write(node, key, rng.randrange(5))
+            self.write(node, key, self.fresh())
         else:
-            self.cas(node, key, rng.randrange(5), rng.randrange(5))
+            self.cas(node, key, self.seen.get(key), self.fresh())
 
     def _get(self, node, key, stale=False):
         path = self.path(key) + ("?consistency=stale" if stale else "")
@@ -175,6 +189,7 @@ class RegisterClient(Client):
         r = self._get(node, key)
         ok, v, _ = self._value(r)
         if ok:
+            self.seen[key] = v
             self.complete(inv, "ok", v)
         elif _unexpected(r):
             self.complete(inv, "info", None, _err(r), response=r)
@@ -207,6 +222,8 @@ class RegisterClient(Client):
         elif r.status == 409 and inv["f"] == "cas":
             self.complete(inv, "fail", value, "conflict")
         elif r.status is None and r.phase == "connect":
+            self.complete(inv, "fail", value, _err(r))
+        elif r.status == 503 and r.error_code() == "no_leader":
             self.complete(inv, "fail", value, _err(r))
         else:
             self.complete(inv, "info", value, _err(r), response=r)
@@ -281,7 +298,8 @@ class SetClient(Client):
             if w.status == 409:
                 why = "conflict %d times" % (attempt + 1)
                 continue
-            if w.status is None and w.phase == "connect":
+            if (w.status is None and w.phase == "connect") or \
+                    (w.status == 503 and w.error_code() == "no_leader"):
                 why = _err(w)
                 break
             unknown = w
