@@ -59,6 +59,16 @@ enum key_id {
     KEY_FORWARD_TIMEOUT_MS,
     KEY_LOG_LEVEL,
     KEY_FAULT_INJECTION,
+    KEY_AGENT_ADDRESS,
+    KEY_TLS_CERT,
+    KEY_TLS_KEY,
+    KEY_TLS_CA,
+    KEY_TLS_CRL,
+    KEY_LEASE_TTL_MS,
+    KEY_AGENT_HEARTBEAT_MS,
+    KEY_MAX_CLOCK_SKEW_MS,
+    KEY_SEND_MARGIN_MS,
+    KEY_AGENT_MAX_FRAME_BYTES,
     KEY_NR,
     /* Command line only: not a key of the file. */
     KEY_CONFIG = KEY_NR,
@@ -68,6 +78,7 @@ enum key_id {
 enum key_type {
     TYPE_INT,       /* Decimal digits only, within [min, max]. */
     TYPE_PATH,      /* Non-empty, shorter than CONFIG_PATH_SIZE. */
+    TYPE_OPT_PATH,  /* A path, or empty for none. */
     TYPE_ADDRESS,   /* "a.b.c.d:port". */
     TYPE_JOIN,      /* An address, or empty for none. */
     TYPE_LOG_LEVEL, /* debug|info|warn|error. */
@@ -114,6 +125,22 @@ static const struct key_def keys[KEY_OPTION_NR] = {
                        STR(TYPE_LOG_LEVEL, log_level)},
     [KEY_FAULT_INJECTION] = {"fault_injection", "--fault-injection",
                              OTHER(TYPE_BOOL)},
+    [KEY_AGENT_ADDRESS] = {"agent_address", "--agent-address",
+                           STR(TYPE_JOIN, agent_address)},
+    [KEY_TLS_CERT] = {"tls_cert", "--tls-cert", STR(TYPE_OPT_PATH, tls_cert)},
+    [KEY_TLS_KEY] = {"tls_key", "--tls-key", STR(TYPE_OPT_PATH, tls_key)},
+    [KEY_TLS_CA] = {"tls_ca", "--tls-ca", STR(TYPE_OPT_PATH, tls_ca)},
+    [KEY_TLS_CRL] = {"tls_crl", "--tls-crl", STR(TYPE_OPT_PATH, tls_crl)},
+    [KEY_LEASE_TTL_MS] = {"lease_ttl_ms", "--lease-ttl-ms", INT(500, 3600000)},
+    [KEY_AGENT_HEARTBEAT_MS] = {"agent_heartbeat_ms", "--agent-heartbeat-ms",
+                                INT(50, 600000)},
+    [KEY_MAX_CLOCK_SKEW_MS] = {"max_clock_skew_ms", "--max-clock-skew-ms",
+                               INT(0, 60000)},
+    [KEY_SEND_MARGIN_MS] = {"send_margin_ms", "--send-margin-ms",
+                            INT(0, 60000)},
+    [KEY_AGENT_MAX_FRAME_BYTES] = {"agent_max_frame_bytes",
+                                   "--agent-max-frame-bytes",
+                                   INT(4096, 67108864)},
     [KEY_CONFIG] = {NULL, "--config", OTHER(TYPE_PATH)},
 };
 
@@ -153,6 +180,10 @@ static void key_rule(enum key_id id, char *rule)
             rems_errmsgf(rule, "must be a non-empty path shorter than %d bytes",
                          CONFIG_PATH_SIZE);
             break;
+        case TYPE_OPT_PATH:
+            rems_errmsgf(rule, "must be a path shorter than %d bytes",
+                         CONFIG_PATH_SIZE);
+            break;
         case TYPE_ADDRESS:
         case TYPE_JOIN:
             rems_errmsgf(rule, "%s", ADDRESS_RULE);
@@ -187,6 +218,16 @@ static uint64_t int_field_get(const struct config *c, enum key_id id)
             return c->max_body_bytes;
         case KEY_FORWARD_TIMEOUT_MS:
             return c->forward_timeout_ms;
+        case KEY_LEASE_TTL_MS:
+            return c->lease_ttl_ms;
+        case KEY_AGENT_HEARTBEAT_MS:
+            return c->agent_heartbeat_ms;
+        case KEY_MAX_CLOCK_SKEW_MS:
+            return c->max_clock_skew_ms;
+        case KEY_SEND_MARGIN_MS:
+            return c->send_margin_ms;
+        case KEY_AGENT_MAX_FRAME_BYTES:
+            return c->agent_max_frame_bytes;
         default:
             REMS_ASSERT(0 && "not an integer key");
             return 0;
@@ -217,6 +258,21 @@ static void int_field_set(struct config *c, enum key_id id, uint64_t v)
             break;
         case KEY_FORWARD_TIMEOUT_MS:
             c->forward_timeout_ms = (unsigned)v;
+            break;
+        case KEY_LEASE_TTL_MS:
+            c->lease_ttl_ms = (unsigned)v;
+            break;
+        case KEY_AGENT_HEARTBEAT_MS:
+            c->agent_heartbeat_ms = (unsigned)v;
+            break;
+        case KEY_MAX_CLOCK_SKEW_MS:
+            c->max_clock_skew_ms = (unsigned)v;
+            break;
+        case KEY_SEND_MARGIN_MS:
+            c->send_margin_ms = (unsigned)v;
+            break;
+        case KEY_AGENT_MAX_FRAME_BYTES:
+            c->agent_max_frame_bytes = (size_t)v;
             break;
         default:
             REMS_ASSERT(0 && "not an integer key");
@@ -351,6 +407,11 @@ static int key_set(struct config *c, enum key_id id, const char *value)
                 return REMS_EINVAL;
             }
             break;
+        case TYPE_OPT_PATH:
+            if (strlen(value) >= CONFIG_PATH_SIZE) {
+                return REMS_EINVAL;
+            }
+            break;
         case TYPE_JOIN:
             if (value[0] != '\0' && !address_valid(value)) {
                 return REMS_EINVAL;
@@ -444,6 +505,11 @@ void config_defaults(struct config *c)
     c->snapshot_trailing = 8192;
     c->max_body_bytes = 1048576;
     c->forward_timeout_ms = 5000;
+    c->lease_ttl_ms = 10000;
+    c->agent_heartbeat_ms = 1000;
+    c->max_clock_skew_ms = 500;
+    c->send_margin_ms = 100;
+    c->agent_max_frame_bytes = 1048576;
     strcpy(c->log_level, "info");
     c->fault_injection = false;
 }
@@ -1211,7 +1277,8 @@ err:
 int config_validate(const struct config *c, char *errmsg)
 {
     static const enum key_id strings[] = {KEY_DATA_DIR, KEY_RAFT_ADDRESS,
-                                          KEY_API_ADDRESS, KEY_JOIN};
+                                          KEY_API_ADDRESS, KEY_JOIN,
+                                          KEY_AGENT_ADDRESS};
     enum rems_log_level level;
     char rule[REMS_ERRMSG_SIZE];
     const char *s;
@@ -1229,7 +1296,8 @@ int config_validate(const struct config *c, char *errmsg)
     }
     for (i = 0; i < REMS_ARRAY_SIZE(strings); i++) {
         id = strings[i];
-        if (id != KEY_JOIN && string_get(c, id)[0] == '\0') {
+        if (id != KEY_JOIN && id != KEY_AGENT_ADDRESS &&
+            string_get(c, id)[0] == '\0') {
             rems_errmsgf(errmsg, "%s: required", keys[id].name);
             rv = REMS_ECONFIG;
             goto err;
@@ -1240,7 +1308,8 @@ int config_validate(const struct config *c, char *errmsg)
     for (i = 0; i < REMS_ARRAY_SIZE(strings); i++) {
         id = strings[i];
         s = string_get(c, id);
-        if (keys[id].type == TYPE_PATH || (id == KEY_JOIN && s[0] == '\0')) {
+        if (keys[id].type == TYPE_PATH ||
+            (keys[id].type == TYPE_JOIN && s[0] == '\0')) {
             continue;
         }
         if (!address_valid(s)) {
@@ -1254,6 +1323,28 @@ int config_validate(const struct config *c, char *errmsg)
         rems_errmsgf(errmsg, "api_address: must differ from raft_address");
         rv = REMS_ECONFIG;
         goto err;
+    }
+    if (c->agent_address[0] != '\0' &&
+        (address_equal(c->agent_address, c->raft_address) ||
+         address_equal(c->agent_address, c->api_address))) {
+        rems_errmsgf(errmsg, "agent_address: must differ from raft_address "
+                             "and api_address");
+        rv = REMS_ECONFIG;
+        goto err;
+    }
+    if (c->agent_address[0] != '\0') {
+        static const enum key_id tls[] = {KEY_TLS_CERT, KEY_TLS_KEY,
+                                          KEY_TLS_CA};
+        for (i = 0; i < REMS_ARRAY_SIZE(tls); i++) {
+            if (string_get(c, tls[i])[0] == '\0') {
+                rems_errmsgf(errmsg,
+                             "%s: required when agent_address is set "
+                             "(agents are authenticated with mTLS)",
+                             keys[tls[i]].name);
+                rv = REMS_ECONFIG;
+                goto err;
+            }
+        }
     }
     for (i = 0; i < KEY_NR; i++) {
         if (keys[i].type != TYPE_INT) {
@@ -1272,6 +1363,14 @@ int config_validate(const struct config *c, char *errmsg)
                      "election_timeout_ms: must be at least twice "
                      "heartbeat_timeout_ms (%u < 2 * %u)",
                      c->election_timeout_ms, c->heartbeat_timeout_ms);
+        rv = REMS_ECONFIG;
+        goto err;
+    }
+    if (c->lease_ttl_ms < 2 * (uint64_t)c->agent_heartbeat_ms) {
+        rems_errmsgf(errmsg,
+                     "lease_ttl_ms: must be at least twice agent_heartbeat_ms "
+                     "(%u < 2 * %u)",
+                     c->lease_ttl_ms, c->agent_heartbeat_ms);
         rv = REMS_ECONFIG;
         goto err;
     }

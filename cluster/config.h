@@ -39,6 +39,18 @@ struct config {
     unsigned forward_timeout_ms;   /* default 5000, 100..600000 */
     char log_level[16];            /* debug|info|warn|error, default info */
     bool fault_injection;          /* default false */
+    /* Agents (docs/configuration.md, "Agents"). No agent listener when
+     * agent_address is empty; then the tls_* keys may be empty too. */
+    char agent_address[CONFIG_ADDR_SIZE]; /* "IPv4:port" or "" */
+    char tls_cert[CONFIG_PATH_SIZE];      /* this node's certificate (PEM) */
+    char tls_key[CONFIG_PATH_SIZE];       /* its private key */
+    char tls_ca[CONFIG_PATH_SIZE];        /* the site CA agents chain to */
+    char tls_crl[CONFIG_PATH_SIZE];       /* optional CRL (PEM) */
+    unsigned lease_ttl_ms;          /* default 10000, 500..3600000 */
+    unsigned agent_heartbeat_ms;    /* default 1000, 50..600000 */
+    unsigned max_clock_skew_ms;     /* default 500, 0..60000 (ADR 0004) */
+    unsigned send_margin_ms;        /* default 100, 0..60000 (ADR 0004) */
+    size_t agent_max_frame_bytes;   /* default 1048576, 4096..67108864 */
 };
 
 /* Fill @c with the defaults above; required fields are left empty/0. */
@@ -57,7 +69,10 @@ int config_load_file(struct config *c, const char *path, char *errmsg);
  * --api-address A, --peer ID=RAFTADDR,APIADDR (repeatable; replaces the
  * file's peers), --join A, --election-timeout-ms N, --heartbeat-timeout-ms
  * N, --snapshot-threshold N, --snapshot-trailing N, --max-body-bytes N,
- * --forward-timeout-ms N, --log-level L, --fault-injection. Both "--key
+ * --forward-timeout-ms N, --log-level L, --fault-injection, --agent-address
+ * A, --tls-cert F, --tls-key F, --tls-ca F, --tls-crl F, --lease-ttl-ms N,
+ * --agent-heartbeat-ms N, --max-clock-skew-ms N, --send-margin-ms N,
+ * --agent-max-frame-bytes N. Both "--key
  * value" and "--key=value" work. Returns 0 or REMS_ECONFIG naming the
  * option. */
 int config_parse_args(struct config *c, int argc, char **argv, char *errmsg);

@@ -368,6 +368,7 @@ static void record_member_addresses(struct cluster_node *n)
     for (i = 0; i < n->raft.configuration.n; i++) {
         const struct raft_server *srv = &n->raft.configuration.servers[i];
         const char *api = NULL;
+        const char *agent;
         struct statemachine_member m;
         struct statemachine_entry e;
         struct cluster_write *w;
@@ -389,10 +390,17 @@ static void record_member_addresses(struct cluster_node *n)
         if (storage_txn_begin(n->storage, false, &t, errmsg) != 0) {
             return;
         }
-        known = statemachine_member_get(t, srv->id, &m, errmsg) == 0 &&
-                strcmp(m.api_address, api) == 0 &&
-                strcmp(m.raft_address, srv->address) == 0;
+        if (statemachine_member_get(t, srv->id, &m, errmsg) != 0) {
+            memset(&m, 0, sizeof m);
+        } else {
+            known = strcmp(m.api_address, api) == 0 &&
+                    strcmp(m.raft_address, srv->address) == 0;
+        }
         storage_txn_abort(t);
+        /* Only a node knows its own agent address: keep a peer's. */
+        agent = srv->id == n->cfg.node_id ? n->cfg.agent_address
+                                          : m.agent_address;
+        known = known && strcmp(m.agent_address, agent) == 0;
         if (known) {
             continue;
         }
@@ -412,6 +420,8 @@ static void record_member_addresses(struct cluster_node *n)
         e.raft_address_len = strlen(srv->address);
         e.api_address = api;
         e.api_address_len = strlen(api);
+        e.agent_address = agent;
+        e.agent_address_len = strlen(agent);
         if (cluster_node_propose(n, w, &e, member_recorded_cb, errmsg) != 0) {
             rems_free(w);
             return;

@@ -6,7 +6,8 @@
  *                         reason, trace_id, request_id}
  *   requests[id]         [index, code, revision, current_revision, created]
  *   reqidx[be64 index]   id        (oldest first, for pruning)
- *   members[be64 id]     [raft_address, api_address]
+ *   members[be64 id]     [raft_address, api_address, agent_address]
+ *                        (records of earlier versions have two elements)
  *   meta["last_applied"] be64
  *
  * apply reads only the entry and the tables: never the clock. */
@@ -182,9 +183,12 @@ static int apply_member_set(struct storage_txn *t,
     storage_u64_key(e->member_id, k);
     rems_buf_init(&b);
     msgpack_packer_init(&pk, &b, rems_buf_write);
-    msgpack_pack_array(&pk, 2);
+    msgpack_pack_array(&pk, 3);
     statemachine__pack_str(&pk, e->raft_address, e->raft_address_len);
     statemachine__pack_str(&pk, e->api_address, e->api_address_len);
+    statemachine__pack_str(&pk, e->agent_address != NULL ? e->agent_address
+                                                         : "",
+                           e->agent_address_len);
     return statemachine__buf_put(t, STORAGE_MEMBERS, k, sizeof k, &b, errmsg);
 }
 
@@ -641,8 +645,10 @@ int statemachine_member_get(struct storage_txn *t,
     uint32_t n;
     const char *ra;
     const char *aa;
+    const char *ga = "";
     size_t ral;
     size_t aal;
+    size_t gal = 0;
     int rv;
 
     storage_u64_key(id, k);
@@ -651,9 +657,11 @@ int statemachine_member_get(struct storage_txn *t,
         return rv;
     }
     mpread_init(&r, v, vl);
-    if (mpread_array(&r, &n) != 0 || n != 2 ||
+    if (mpread_array(&r, &n) != 0 || n < 2 || n > 3 ||
         mpread_str(&r, &ra, &ral) != 0 || mpread_str(&r, &aa, &aal) != 0 ||
-        ral > STATEMACHINE_ADDR_MAX || aal > STATEMACHINE_ADDR_MAX) {
+        (n == 3 && mpread_str(&r, &ga, &gal) != 0) ||
+        ral > STATEMACHINE_ADDR_MAX || aal > STATEMACHINE_ADDR_MAX ||
+        gal > STATEMACHINE_ADDR_MAX) {
         rems_errmsgf(errmsg, "members[%llu]: record is corrupt",
                      (unsigned long long)id);
         return REMS_ECORRUPT;
@@ -663,6 +671,8 @@ int statemachine_member_get(struct storage_txn *t,
     out->raft_address[ral] = '\0';
     memcpy(out->api_address, aa, aal);
     out->api_address[aal] = '\0';
+    memcpy(out->agent_address, ga, gal);
+    out->agent_address[gal] = '\0';
     return 0;
 }
 

@@ -123,6 +123,10 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
                        STATEMACHINE_ADDR_MAX, errmsg);
     }
     if (rv == 0) {
+        rv = check_len("agent_address", e->agent_address_len,
+                       STATEMACHINE_ADDR_MAX, errmsg);
+    }
+    if (rv == 0) {
         rv = check_len("agent_id", e->agent_id_len, STATEMACHINE_ID_MAX,
                        errmsg);
     }
@@ -177,12 +181,19 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
             }
             break;
         case STATEMACHINE_ENTRY_MEMBER_SET:
-            msgpack_pack_map(&pk, 3);
+            /* agent_address only when set: entries without it stay
+             * byte-identical to those of earlier versions. */
+            msgpack_pack_map(&pk, e->agent_address_len > 0 ? 4 : 3);
             statemachine__pack_kv_u64(&pk, "id", e->member_id);
             statemachine__pack_kv_str(&pk, "raft_address", e->raft_address,
                         e->raft_address_len);
             statemachine__pack_kv_str(&pk, "api_address", e->api_address,
                         e->api_address_len);
+            if (e->agent_address_len > 0) {
+                statemachine__pack_kv_str(&pk, "agent_address",
+                                          e->agent_address,
+                                          e->agent_address_len);
+            }
             break;
         case STATEMACHINE_ENTRY_MEMBER_DELETE:
             msgpack_pack_map(&pk, 1);
@@ -377,6 +388,13 @@ static int decode_body(struct mpread *r,
             rv = read_limited_str(r, "body.api_address",
                                   STATEMACHINE_ADDR_MAX, &e->api_address,
                                   &e->api_address_len, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (mpread_streq(k, kl, "agent_address")) {
+            rv = read_limited_str(r, "body.agent_address",
+                                  STATEMACHINE_ADDR_MAX, &e->agent_address,
+                                  &e->agent_address_len, errmsg);
             if (rv != 0) {
                 return rv;
             }

@@ -91,6 +91,8 @@ struct statemachine_entry {
     size_t raft_address_len;
     const char *api_address;
     size_t api_address_len;
+    const char *agent_address; /* MEMBER_SET, optional ("" = none) */
+    size_t agent_address_len;
     /* Agents, leases and commands. @value carries the JSON of the labels
      * (AGENT_REGISTER), the service states (AGENT_REPORT), the arguments
      * (COMMAND_ISSUE) or the result (COMMAND_RESOLVE). */
@@ -241,6 +243,7 @@ struct statemachine_member {
     uint64_t id;
     char raft_address[STATEMACHINE_ADDR_MAX + 1];
     char api_address[STATEMACHINE_ADDR_MAX + 1];
+    char agent_address[STATEMACHINE_ADDR_MAX + 1]; /* "" = no agent port */
 };
 
 /* Look member @id up: 0 or REMS_ENOTFOUND. */

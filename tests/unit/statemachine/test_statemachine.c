@@ -201,6 +201,7 @@ static void assert_entries_equal(const struct statemachine_entry *a,
     SAME(value);
     SAME(raft_address);
     SAME(api_address);
+    SAME(agent_address);
 #undef SAME
     assert_int_equal(a->has_if_revision, b->has_if_revision);
     assert_true(a->if_revision == b->if_revision);
@@ -263,6 +264,9 @@ static void entry_roundtrip(void **state)
     e = member_set_e(3, "10.0.0.3:7001", "10.0.0.3:8080");
     roundtrip(f, &e);
     e = member_set_e(UINT64_MAX, "", "");
+    roundtrip(f, &e);
+    e = member_set_e(4, "10.0.0.4:7001", "10.0.0.4:8080");
+    set_str(&e.agent_address, &e.agent_address_len, "10.0.0.4:9443");
     roundtrip(f, &e);
     e = member_del_e(42);
     roundtrip(f, &e);
@@ -1619,9 +1623,11 @@ static void apply_members(void **state)
     assert_true(m.id == 1);
     assert_string_equal(m.raft_address, "10.0.0.1:7001");
     assert_string_equal(m.api_address, "10.0.0.1:8001");
+    assert_string_equal(m.agent_address, "");
     assert_int_equal(get_member(f->s, 2, &m), 0);
     assert_string_equal(m.raft_address, addr);
     assert_string_equal(m.api_address, "");
+
 
     /* Set again: the addresses are replaced. */
     e = member_set_e(1, "10.0.0.9:7001", "10.0.0.9:8001");
@@ -1639,6 +1645,14 @@ static void apply_members(void **state)
     res = apply(f, 5, &e);
     assert_int_equal(res.code, REMS_ENOTFOUND);
     assert_true(last_applied(f->s) == 5);
+    /* The agent address is kept with the others. */
+    e = member_set_e(7, "10.0.0.7:7001", "10.0.0.7:8001");
+    set_str(&e.agent_address, &e.agent_address_len, "10.0.0.7:9443");
+    res = apply(f, 6, &e);
+    assert_int_equal(res.code, 0);
+    assert_int_equal(get_member(f->s, 7, &m), 0);
+    assert_string_equal(m.agent_address, "10.0.0.7:9443");
+    assert_string_equal(m.api_address, "10.0.0.7:8001");
     /* Members are not policies. */
     assert_int_equal(policy_count(f->s), 0);
 }
