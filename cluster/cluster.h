@@ -256,4 +256,45 @@ struct cluster_metrics {
 void cluster_node_metrics(const struct cluster_node *n,
                           struct cluster_metrics *out);
 
+/* ------------------------------------------------------------------ */
+/* Agents (cluster/agents.c).                                           */
+
+/* What the ready leader knows of an agent beyond the replicated state. */
+struct cluster_agent_live {
+    bool connected;      /* An active link to this node. */
+    char peer[64];       /* Its "ip:port" when connected. */
+    bool has_lease;      /* The leader holds a lease for it. */
+    uint64_t lease_remaining_ms;
+    size_t commands_in_flight; /* Sent, not answered yet. */
+};
+
+/* 0 and *@out, or REMS_ENOTLEADER when this node is not the ready leader
+ * (or runs no agent listener): only the leader knows. */
+int cluster_node_agent_live(struct cluster_node *n,
+                            const char *id,
+                            struct cluster_agent_live *out);
+
+/* True when this node sent command @id to its agent and no answer has been
+ * applied yet: cancelling it then would race with its execution. */
+bool cluster_node_command_delivered(struct cluster_node *n, const char *id);
+
+struct cluster_agent_metrics {
+    uint64_t connections; /* Open agent connections (any state). */
+    uint64_t connected;   /* Welcomed agents. */
+    uint64_t leases;      /* Leases held by this leader. */
+    uint64_t hellos;
+    uint64_t redirects;
+    uint64_t refused; /* Handshakes or hellos refused. */
+    uint64_t bad_frames;
+    uint64_t heartbeats;
+    uint64_t commands_sent;
+    uint64_t acks;
+    uint64_t nacks;
+    uint64_t commands_expired;
+    uint64_t leases_expired;
+};
+
+void cluster_node_agent_metrics(const struct cluster_node *n,
+                                struct cluster_agent_metrics *out);
+
 #endif /* REMS_CLUSTER_CLUSTER_H */

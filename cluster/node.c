@@ -139,6 +139,9 @@ static int fsm_apply(struct raft_fsm *fsm,
     if (index > n->state_applied) {
         n->state_applied = index;
     }
+    if (n->agents != NULL) {
+        cluster__agents_applied(n, buf->base, buf->len, &res);
+    }
     *result = NULL;
     /* Local proposals are queued in index order. */
     REMS_QUEUE_FOREACH(q, &n->writes)
@@ -446,6 +449,7 @@ static void leader_barrier_cb(struct raft_barrier *req, int status)
         rems_log_end(&l);
         cluster__reads_start(n);
         record_member_addresses(n);
+        cluster__agents_activate(n);
     }
 }
 
@@ -473,11 +477,13 @@ static void observe(struct cluster_node *n)
             (role != CLUSTER_ROLE_LEADER || term != n->term)) {
             n->leader_ready = false;
             cluster__reads_fail(n, REMS_ENOTLEADER);
+            cluster__agents_deactivate(n);
         }
         if (role == CLUSTER_ROLE_LEADER &&
             (n->role != CLUSTER_ROLE_LEADER || term != n->term)) {
             n->metrics.elections_won++;
             n->leader_ready = false;
+            cluster__agents_deactivate(n);
         }
         n->role = role;
         n->term = term;
@@ -705,6 +711,11 @@ int cluster_node_start(uv_loop_t *loop,
     if (rv != 0) {
         goto err_after_raft;
     }
+    rv = cluster__agents_start(n, errmsg);
+    if (rv != 0) {
+        cluster__forward_close(n);
+        goto err_after_raft;
+    }
     uv_timer_init(loop, &n->tick);
     n->tick.data = n;
     uv_timer_start(&n->tick, tick_cb, TICK_MS, TICK_MS);
@@ -768,12 +779,14 @@ static void raft_closed_cb(struct raft *r)
 
 void cluster__stop_continue(struct cluster_node *n)
 {
-    if (!n->raft_closed || n->handles_open > 0 || !cluster__forward_idle(n)) {
+    if (!n->raft_closed || n->handles_open > 0 || !cluster__forward_idle(n) ||
+        !cluster__agents_idle(n)) {
         return;
     }
     {
         cluster_close_cb cb = n->close_cb;
         void *data = n->close_data;
+        cluster__agents_free(n);
         storage_close(n->storage);
         close(n->lock_fd);
         rems_log(REMS_LOG_INFO, "node_stopped", "raft closed, state flushed");
@@ -793,6 +806,7 @@ void cluster_node_stop(struct cluster_node *n, cluster_close_cb cb, void *data)
     cluster__reads_fail(n, REMS_ESHUTDOWN);
     cluster__waits_fail(n, REMS_ESHUTDOWN);
     cluster__forward_close(n);
+    cluster__agents_close(n);
     n->handles_open = 2;
     uv_close((uv_handle_t *)&n->tick, handle_closed_cb);
     uv_close((uv_handle_t *)&n->check, handle_closed_cb);

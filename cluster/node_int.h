@@ -71,6 +71,9 @@ struct cluster_node {
     bool forward_closing;
 
     struct cluster_metrics metrics;
+
+    /* Agent links (agents.c); NULL without agent_address. */
+    struct cluster_agents *agents;
 };
 
 int cluster__raft_error(int rv);
@@ -85,6 +88,17 @@ void cluster__waits_kick(struct cluster_node *n);
 void cluster__waits_expire(struct cluster_node *n);
 void cluster__waits_fail(struct cluster_node *n, int status);
 void cluster__join_tick(struct cluster_node *n);
+
+int cluster__agents_start(struct cluster_node *n, char *errmsg);
+void cluster__agents_activate(struct cluster_node *n);
+void cluster__agents_deactivate(struct cluster_node *n);
+void cluster__agents_applied(struct cluster_node *n,
+                             const void *buf,
+                             size_t len,
+                             const struct statemachine_result *res);
+void cluster__agents_close(struct cluster_node *n);
+bool cluster__agents_idle(struct cluster_node *n);
+void cluster__agents_free(struct cluster_node *n);
 
 int cluster__forward_init(struct cluster_node *n, char *errmsg);
 void cluster__forward_close(struct cluster_node *n);

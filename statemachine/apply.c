@@ -372,6 +372,9 @@ int statemachine_apply(struct storage *s,
     }
 
     rv = statemachine_entry_decode(buf, len, &e, why);
+    if (rv == 0) {
+        res->type = e.type;
+    }
     if (rv != 0) {
         /* Refused identically on every node: only the index advances. */
         res->code = rv;

@@ -149,6 +149,8 @@ struct statemachine_result {
     int command_state; /* Commands: the state after the entry; on
                           REMS_ECONFLICT or REMS_EEXIST the state the
                           command already has. */
+    int type; /* The entry's type when it decoded and was applied (not
+                 skipped); 0 otherwise. */
 };
 
 /* Apply the entry @buf committed at @index, in one write transaction on
