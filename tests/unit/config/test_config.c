@@ -1295,6 +1295,79 @@ static void args_config_errors(void **state)
  * Validation
  * ------------------------------------------------------------------------ */
 
+/* The agent listener's keys: loaded from the file and the options, and
+ * the rules that tie them together. */
+static void load_agent_keys(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(load(f, "agent_address: 127.0.0.1:7202\n"
+                             "tls_cert: /etc/rems/node.pem\n"
+                             "tls_key: /etc/rems/node.key\n"
+                             "tls_ca: /etc/rems/ca.pem\n"
+                             "tls_crl: /etc/rems/crl.pem\n"
+                             "lease_ttl_ms: 5000\n"
+                             "agent_heartbeat_ms: 250\n"
+                             "max_clock_skew_ms: 0\n"
+                             "send_margin_ms: 50\n"
+                             "agent_max_frame_bytes: 65536\n"),
+                     0);
+    assert_string_equal(f->c.agent_address, "127.0.0.1:7202");
+    assert_string_equal(f->c.tls_cert, "/etc/rems/node.pem");
+    assert_string_equal(f->c.tls_key, "/etc/rems/node.key");
+    assert_string_equal(f->c.tls_ca, "/etc/rems/ca.pem");
+    assert_string_equal(f->c.tls_crl, "/etc/rems/crl.pem");
+    assert_int_equal(f->c.lease_ttl_ms, 5000);
+    assert_int_equal(f->c.agent_heartbeat_ms, 250);
+    assert_int_equal(f->c.max_clock_skew_ms, 0);
+    assert_int_equal(f->c.send_margin_ms, 50);
+    assert_int_equal(f->c.agent_max_frame_bytes, 65536);
+    assert_load_error(f, "agent_address: 127.0.0.1\n", 1,
+                      "agent_address: must be an IPv4 address and a port "
+                      "between 1 and 65535, such as 127.0.0.1:7001");
+    assert_load_error(f, "lease_ttl_ms: 499\n", 1,
+                      "lease_ttl_ms: must be an integer between 500 and "
+                      "3600000");
+    assert_load_error(f, "agent_max_frame_bytes: 4095\n", 1,
+                      "agent_max_frame_bytes: must be an integer between "
+                      "4096 and 67108864");
+    assert_int_equal(parse(f, "--agent-address", "127.0.0.1:7203",
+                           "--lease-ttl-ms=6000", NULL),
+                     0);
+    assert_string_equal(f->c.agent_address, "127.0.0.1:7203");
+    assert_int_equal(f->c.lease_ttl_ms, 6000);
+}
+
+static void validate_agents(void **state)
+{
+    struct fixture *f = *state;
+
+    valid_config(&f->c);
+    assert_string_equal(f->c.agent_address, "");
+    assert_valid(f); /* No agent listener: no TLS files needed. */
+    strcpy(f->c.agent_address, "127.0.0.1:7202");
+    assert_invalid(f, "tls_cert: required when agent_address is set "
+                      "(agents are authenticated with mTLS)");
+    strcpy(f->c.tls_cert, "/etc/rems/node.pem");
+    assert_invalid(f, "tls_key: required when agent_address is set "
+                      "(agents are authenticated with mTLS)");
+    strcpy(f->c.tls_key, "/etc/rems/node.key");
+    assert_invalid(f, "tls_ca: required when agent_address is set "
+                      "(agents are authenticated with mTLS)");
+    strcpy(f->c.tls_ca, "/etc/rems/ca.pem");
+    assert_valid(f);
+    strcpy(f->c.agent_address, f->c.api_address);
+    assert_invalid(f, "agent_address: must differ from raft_address and "
+                      "api_address");
+    strcpy(f->c.agent_address, "127.0.0.1:7202");
+    f->c.lease_ttl_ms = 1999;
+    f->c.agent_heartbeat_ms = 1000;
+    assert_invalid(f, "lease_ttl_ms: must be at least twice "
+                      "agent_heartbeat_ms (1999 < 2 * 1000)");
+    f->c.lease_ttl_ms = 2000;
+    assert_valid(f);
+}
+
 static void validate_valid(void **state)
 {
     struct fixture *f = *state;
@@ -1621,6 +1694,8 @@ int main(void)
         TEST(validate_peer_fields),
         TEST(validate_self_in_peers),
         TEST(validate_join_with_peers),
+        TEST(load_agent_keys),
+        TEST(validate_agents),
         TEST(validate_after_load),
         TEST(split_address_good),
         TEST(split_address_bad),
