@@ -506,8 +506,7 @@ static void send_command(struct agent_conn *c,
     char id[STATEMACHINE_ID_MAX + 1];
     char *manifest = NULL;
     json_t *args = NULL;
-    uint64_t now = rems_wall_ms();
-    uint64_t spend = n->cfg.max_clock_skew_ms + n->cfg.send_margin_ms;
+    uint64_t ttl;
     json_error_t jerr;
     int rv;
 
@@ -517,17 +516,16 @@ static void send_command(struct agent_conn *c,
         id_set_has(a->expiring, a->n_expiring, id, NULL)) {
         return;
     }
-    if (cmd->deadline_ms <= now || cmd->deadline_ms - now <= spend) {
+    if (!leases_command_ttl(cmd->deadline_ms, rems_wall_ms(),
+                            n->cfg.max_clock_skew_ms, n->cfg.send_margin_ms,
+                            PROTO_DURATION_MAX_MS, &ttl)) {
         return; /* Expired by the sweep once past deadline + skew. */
     }
     m.type = PROTO_COMMAND;
     m.command.id.p = cmd->id;
     m.command.id.len = cmd->id_len;
     m.command.term = a->term;
-    m.command.ttl_remaining_ms = cmd->deadline_ms - now - spend;
-    if (m.command.ttl_remaining_ms > PROTO_DURATION_MAX_MS) {
-        m.command.ttl_remaining_ms = PROTO_DURATION_MAX_MS;
-    }
+    m.command.ttl_remaining_ms = ttl;
     m.command.action = action_of(cmd->action, cmd->action_len);
     m.command.service.p = cmd->service;
     m.command.service.len = cmd->service_len;
@@ -1325,8 +1323,8 @@ static int visit_pending_sweep(void *data,
     if (id_set_has(a->expiring, a->n_expiring, id, NULL)) {
         return 0;
     }
-    if (cmd->deadline_ms != UINT64_MAX &&
-        ss->now_wall >= cmd->deadline_ms + n->cfg.max_clock_skew_ms) {
+    if (leases_command_expired(cmd->deadline_ms, ss->now_wall,
+                               n->cfg.max_clock_skew_ms)) {
         struct statemachine_entry e;
         memset(&e, 0, sizeof e);
         e.type = STATEMACHINE_ENTRY_COMMAND_RESOLVE;

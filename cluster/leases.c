@@ -213,3 +213,30 @@ uint64_t leases_next_expiry(const struct leases *l)
     }
     return next;
 }
+
+bool leases_command_ttl(uint64_t deadline_ms,
+                        uint64_t now_ms,
+                        uint64_t max_skew_ms,
+                        uint64_t send_margin_ms,
+                        uint64_t cap_ms,
+                        uint64_t *out)
+{
+    uint64_t spend = max_skew_ms + send_margin_ms;
+    uint64_t left;
+    if (deadline_ms <= now_ms || deadline_ms - now_ms <= spend) {
+        return false;
+    }
+    left = deadline_ms - now_ms - spend;
+    *out = left < cap_ms ? left : cap_ms;
+    return true;
+}
+
+bool leases_command_expired(uint64_t deadline_ms,
+                            uint64_t now_ms,
+                            uint64_t max_skew_ms)
+{
+    if (deadline_ms == UINT64_MAX || deadline_ms > UINT64_MAX - max_skew_ms) {
+        return false;
+    }
+    return now_ms >= deadline_ms + max_skew_ms;
+}

@@ -89,4 +89,26 @@ void leases_unmark(struct leases *l, const char *agent_id);
 /* The earliest expiry among leases not being revoked, or UINT64_MAX. */
 uint64_t leases_next_expiry(const struct leases *l);
 
+/* Command deadlines (ADR 0004), pure arithmetic on the leader's wall clock
+ * in milliseconds. */
+
+/* The time to hand an agent for a command whose deadline is @deadline_ms,
+ * at @now_ms: deadline - now - max_skew - send_margin. Returns false (do
+ * not send) when that is not positive; else true and *@out (capped at
+ * @cap_ms). */
+bool leases_command_ttl(uint64_t deadline_ms,
+                        uint64_t now_ms,
+                        uint64_t max_skew_ms,
+                        uint64_t send_margin_ms,
+                        uint64_t cap_ms,
+                        uint64_t *out);
+
+/* True when a pending command with @deadline_ms may be resolved expired at
+ * @now_ms: now >= deadline + max_skew (so that a leader whose clock runs
+ * ahead never expires a command an agent may still execute in time).
+ * A saturated deadline (UINT64_MAX) never expires. */
+bool leases_command_expired(uint64_t deadline_ms,
+                            uint64_t now_ms,
+                            uint64_t max_skew_ms);
+
 #endif /* REMS_CLUSTER_LEASES_H */

@@ -182,6 +182,44 @@ static void many_and_oom(void **state)
     assert_int_equal(remaining(f, "agent-0000", 0), 1000);
 }
 
+/* ADR 0004: the remaining time handed to an agent and the expiry rule. */
+static void command_deadlines(void **state)
+{
+    uint64_t ttl = 0;
+    (void)state;
+    /* 10 s left, 500 ms skew, 100 ms margin: 9.4 s. */
+    assert_true(leases_command_ttl(20000, 10000, 500, 100, 86400000, &ttl));
+    assert_true(ttl == 9400);
+    /* Exactly spent, past, and at the deadline: not sent. */
+    ttl = 7;
+    assert_false(leases_command_ttl(10600, 10000, 500, 100, 86400000, &ttl));
+    assert_false(leases_command_ttl(9000, 10000, 500, 100, 86400000, &ttl));
+    assert_false(leases_command_ttl(10000, 10000, 0, 0, 86400000, &ttl));
+    assert_true(ttl == 7); /* untouched */
+    /* One millisecond left. */
+    assert_true(leases_command_ttl(10601, 10000, 500, 100, 86400000, &ttl));
+    assert_true(ttl == 1);
+    /* Capped. */
+    assert_true(leases_command_ttl(UINT64_MAX, 0, 0, 0, 86400000, &ttl));
+    assert_true(ttl == 86400000);
+    /* Expiry waits for deadline + skew. */
+    assert_false(leases_command_expired(20000, 20000, 500));
+    assert_false(leases_command_expired(20000, 20499, 500));
+    assert_true(leases_command_expired(20000, 20500, 500));
+    assert_true(leases_command_expired(20000, 20000, 0));
+    assert_false(leases_command_expired(UINT64_MAX, UINT64_MAX, 0));
+    assert_false(leases_command_expired(UINT64_MAX - 10, UINT64_MAX, 500));
+    /* A command is never both sendable and expired. */
+    {
+        uint64_t now;
+        for (now = 19000; now < 21000; now += 7) {
+            bool send = leases_command_ttl(20000, now, 500, 100, 86400000,
+                                           &ttl);
+            assert_false(send && leases_command_expired(20000, now, 500));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +228,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(many_and_oom, setup, teardown),
+        cmocka_unit_test(command_deadlines),
     };
     return cmocka_run_group_tests_name("leases", tests, NULL, NULL);
 }
