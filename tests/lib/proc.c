@@ -611,11 +611,39 @@ static bool port_taken(const struct test_cluster *c, uint16_t port)
     snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)port);
     for (j = 0; j < c->n; j++) {
         if (strcmp(c->nodes[j].raft_address, addr) == 0 ||
-            strcmp(c->nodes[j].api_address, addr) == 0) {
+            strcmp(c->nodes[j].api_address, addr) == 0 ||
+            strcmp(c->nodes[j].agent_address, addr) == 0) {
             return true;
         }
     }
     return false;
+}
+
+/* A free port no node of @c uses. */
+static uint16_t free_port_for(const struct test_cluster *c)
+{
+    uint16_t p;
+    do {
+        test_free_ports(&p, 1);
+    } while (port_taken(c, p));
+    return p;
+}
+
+void test_cluster_enable_agents(struct test_cluster *c,
+                                const char *cert,
+                                const char *key,
+                                const char *ca)
+{
+    size_t i;
+    snprintf(c->tls_cert, sizeof c->tls_cert, "%s", cert);
+    snprintf(c->tls_key, sizeof c->tls_key, "%s", key);
+    snprintf(c->tls_ca, sizeof c->tls_ca, "%s", ca);
+    for (i = 0; i < c->n; i++) {
+        if (c->nodes[i].agent_address[0] == '\0') {
+            snprintf(c->nodes[i].agent_address, TEST_ADDR_SIZE,
+                     "127.0.0.1:%u", (unsigned)free_port_for(c));
+        }
+    }
 }
 
 size_t test_cluster_add_joiner(struct test_cluster *c,
@@ -663,6 +691,20 @@ void test_cluster_argv(struct test_cluster *c, size_t i, char **argv)
     argv[k++] = "300";
     argv[k++] = "--heartbeat-timeout-ms";
     argv[k++] = "30";
+    if (c->tls_cert[0] != '\0') {
+        if (n->agent_address[0] == '\0') {
+            snprintf(n->agent_address, TEST_ADDR_SIZE, "127.0.0.1:%u",
+                     (unsigned)free_port_for(c));
+        }
+        argv[k++] = "--agent-address";
+        argv[k++] = n->agent_address;
+        argv[k++] = "--tls-cert";
+        argv[k++] = c->tls_cert;
+        argv[k++] = "--tls-key";
+        argv[k++] = c->tls_key;
+        argv[k++] = "--tls-ca";
+        argv[k++] = c->tls_ca;
+    }
     for (j = 0; j < c->n_extra; j++) {
         argv[k++] = (char *)c->extra[j];
     }

@@ -165,6 +165,7 @@ struct test_node {
     char join[TEST_ADDR_SIZE]; /* "" for founding members. */
     bool omit_peers; /* Start with neither --peer nor --join (a restart). */
     struct test_proc proc;
+    char agent_address[TEST_ADDR_SIZE]; /* "" without an agent listener */
     /* Argument strings of the command line. */
     char id_arg[24];
     char peer_arg[2 * TEST_ADDR_SIZE + 24];
@@ -179,6 +180,10 @@ struct test_cluster {
     /* Options given to every node after the generated ones. */
     const char *extra[TEST_CLUSTER_MAX_EXTRA];
     size_t n_extra;
+    /* Agent listeners (test_cluster_enable_agents()). */
+    char tls_cert[TEST_PATH_SIZE];
+    char tls_key[TEST_PATH_SIZE];
+    char tls_ca[TEST_PATH_SIZE];
 };
 
 /* Make a temporary directory and define @n founding nodes (ids 1..@n, on
@@ -189,6 +194,15 @@ struct test_cluster {
 void test_cluster_init(struct test_cluster *c,
                        size_t n,
                        const char *const extra[]);
+
+/* Give every node defined so far (and later) an agent listener on a free
+ * loopback port, with the node certificate @cert / @key (which must be
+ * valid for 127.0.0.1, as tests/lib/make-test-ca.sh's node1.pem is) and the
+ * site CA @ca. Call before starting nodes. */
+void test_cluster_enable_agents(struct test_cluster *c,
+                                const char *cert,
+                                const char *key,
+                                const char *ca);
 
 /* Define one more node (id n + 1, fresh ports and data dir) that starts
  * with --join @join_api_address instead of --peer. Returns its index. */
