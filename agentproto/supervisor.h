@@ -27,7 +27,11 @@
  *
  * Spec format: docs/agent-config.md ("services") documents every field of
  * a service, the same in the agent's YAML configuration and in a pushed
- * manifest (JSON). sup_spec_parse_json() is the one parser of it. */
+ * manifest (JSON). sup_spec_parse_json() is the one parser of it.
+ *
+ * Threads and signals: every function runs on the loop's thread. The
+ * process must ignore SIGPIPE (the http check writes to sockets). Children
+ * start with default signal dispositions. */
 #ifndef REMS_AGENTPROTO_SUPERVISOR_H
 #define REMS_AGENTPROTO_SUPERVISOR_H
 
@@ -40,6 +44,22 @@
 #include "agentproto/proto.h"
 #include "common/error.h"
 #include "common/mpread.h" /* struct rems_buf */
+
+/* Defaults of the optional fields of a spec (docs/agent-config.md). */
+#define SUP_DEFAULT_BACKOFF_INITIAL_MS 1000u
+#define SUP_DEFAULT_BACKOFF_MULTIPLIER 2.0
+#define SUP_DEFAULT_BACKOFF_MAX_MS 60000u
+#define SUP_DEFAULT_BACKOFF_JITTER 0.1
+#define SUP_DEFAULT_BACKOFF_MAX_RETRIES 5u
+#define SUP_DEFAULT_BACKOFF_RESET_AFTER_MS 60000u
+#define SUP_DEFAULT_STOP_TIMEOUT_MS 10000u /* stop_signal: SIGTERM */
+#define SUP_DEFAULT_CHECK_INTERVAL_MS 10000u
+#define SUP_DEFAULT_CHECK_TIMEOUT_MS 2000u
+#define SUP_DEFAULT_CHECK_FAILURE_THRESHOLD 3u
+#define SUP_DEFAULT_CHECK_SUCCESS_THRESHOLD 1u
+#define SUP_DEFAULT_LOG_MAX_BYTES ((uint64_t)10 << 20) /* 10 MiB */
+#define SUP_DEFAULT_LOG_KEEP 3u
+#define SUP_DEFAULT_USAGE_INTERVAL_MS 5000u
 
 enum sup_restart {
     SUP_RESTART_PERMANENT = 1, /* always restarted */
@@ -62,9 +82,9 @@ enum sup_safe_state {
 };
 
 struct sup_check {
-    int kind;         /* enum sup_check_kind; NONE = not configured */
-    char *target;     /* http: URL; tcp: host:port; exec/process: NULL */
-    char **argv;      /* exec: NULL-terminated argv; else NULL */
+    int kind;     /* enum sup_check_kind; NONE = not configured */
+    char *target; /* http: URL; tcp: host:port; exec/process: NULL */
+    char **argv;  /* exec: NULL-terminated argv; else NULL */
     uint64_t interval_ms;
     uint64_t timeout_ms;
     unsigned failure_threshold; /* consecutive failures to turn unhealthy */
@@ -73,11 +93,11 @@ struct sup_check {
 };
 
 struct sup_backoff {
-    uint64_t initial_ms;  /* first delay */
-    double multiplier;    /* >= 1.0 */
-    uint64_t max_ms;      /* cap */
-    double jitter;        /* 0..1: the delay is scaled by 1 +- jitter*rand */
-    unsigned max_retries; /* restarts in a row before fatal; 0 = unlimited */
+    uint64_t initial_ms;     /* first delay */
+    double multiplier;       /* >= 1.0 */
+    uint64_t max_ms;         /* cap */
+    double jitter;           /* 0..1: the delay is scaled by 1 +- jitter*rand */
+    unsigned max_retries;    /* restarts in a row before fatal; 0 = unlimited */
     uint64_t reset_after_ms; /* running this long resets the retry count */
 };
 
@@ -101,8 +121,8 @@ struct sup_service_spec {
     char *user;  /* NULL = the agent's user; else setuid/setgid to it */
     int restart; /* enum sup_restart */
     struct sup_backoff backoff;
-    int stop_signal; /* SIGTERM by default */
-    uint64_t stop_timeout_ms; /* then SIGKILL of the process group */
+    int stop_signal;            /* SIGTERM by default */
+    uint64_t stop_timeout_ms;   /* then SIGKILL of the process group */
     struct sup_check liveness;  /* unhealthy -> restart (by policy) */
     struct sup_check fallback;  /* used when liveness cannot run */
     struct sup_check readiness; /* starting -> running when it passes */
@@ -127,7 +147,8 @@ void sup_spec_free(struct sup_service_spec *spec);
 
 /* The backoff delay before restart number @attempt (1-based) for @b, with
  * @rand01 a number in [0, 1) (pure, for tests):
- * min(max_ms, initial_ms * multiplier^(attempt-1)) * (1 + jitter*(2*rand01-1)). */
+ * min(max_ms, initial_ms * multiplier^(attempt-1)) * (1 + jitter*(2*rand01-1)),
+ * rounded to the nearest millisecond; attempt 0 counts as 1. */
 uint64_t sup_backoff_delay_ms(const struct sup_backoff *b,
                               unsigned attempt,
                               double rand01);
@@ -135,7 +156,9 @@ uint64_t sup_backoff_delay_ms(const struct sup_backoff *b,
 /* Order @n specs so that every service comes after those it depends on.
  * Writes indexes into @order (n entries). REMS_EINVAL when a dependency is
  * unknown ("services.web.depends_on: unknown service \"db\"") or when there
- * is a cycle, named in @errmsg ("dependency cycle: a -> b -> c -> a"). */
+ * is a cycle, named in @errmsg ("dependency cycle: a -> b -> c -> a"), or
+ * when two specs have the same name; REMS_ENOMEM. On failure @order is
+ * left untouched. Services without dependencies keep their given order. */
 int sup_spec_order(const struct sup_service_spec *const *specs,
                    size_t n,
                    size_t *order,
@@ -149,25 +172,39 @@ enum sup_event_kind {
 };
 
 struct sup_event {
-    int kind;                    /* enum sup_event_kind */
+    int kind; /* enum sup_event_kind */
     const char *service;
     struct proto_service status; /* SUP_EVENT_STATE: the new status */
     const char *message;         /* why, for people ("exited with 3") */
+    /* SUP_EVENT_STATE: the service is gone (supervisor_remove()); status
+     * is its last one. */
+    bool removed;
 };
 
 struct supervisor; /* Opaque. */
 
+/* Events are delivered synchronously, from loop callbacks and from the
+ * supervisor_* calls that change a state (put, action, start_all, ...).
+ * The callback may call supervisor_data(), supervisor_status() and
+ * supervisor_diagnostics() only: queue anything else for later. No event
+ * is delivered once supervisor_close() has been called. */
 typedef void (*supervisor_event_cb)(struct supervisor *s,
                                     const struct sup_event *ev);
 
 struct supervisor_options {
-    const char *log_dir;  /* per-service stdout/stderr files: <name>.log */
+    const char *log_dir;    /* per-service stdout/stderr files: <name>.log */
     const char *cgroup_dir; /* cgroup v2 dir to create children in, or NULL */
     supervisor_event_cb event_cb;
-    void *data;           /* supervisor_data() */
+    void *data;                 /* supervisor_data() */
     uint64_t usage_interval_ms; /* /proc sampling; 0 = 5000 */
+    /* The working directory of services without a cwd; NULL = the agent's
+     * own. */
+    const char *work_dir;
 };
 
+/* Open a supervisor on @loop. @opts is borrowed (its strings are copied);
+ * log_dir NULL discards the services' output. Returns 0 and *@out (close
+ * it with supervisor_close()), or REMS_ENOMEM with @errmsg. */
 int supervisor_open(uv_loop_t *loop,
                     const struct supervisor_options *opts,
                     struct supervisor **out,
@@ -176,13 +213,18 @@ void *supervisor_data(const struct supervisor *s);
 
 /* Add a service (the spec is copied) or, for a name that exists, replace
  * its spec: a running service is restarted with the new spec. Dependencies
- * are checked here: REMS_EINVAL for an unknown dependency or a cycle. */
+ * are checked here: REMS_EINVAL for an unknown dependency or a cycle.
+ * A new service starts in "stopped" (an event says so); only
+ * supervisor_start_all() or an action starts it. REMS_EBUSY for a service
+ * being removed, REMS_ENOMEM. */
 int supervisor_put(struct supervisor *s,
                    const struct sup_service_spec *spec,
                    char *errmsg);
 
 /* Start every autostart service in dependency order (a service starts
- * once its dependencies are running). */
+ * once its dependencies are running). Only services in "stopped" are
+ * started; quarantined ones are not. A service whose dependency never runs
+ * waits (stopped) until it does. */
 int supervisor_start_all(struct supervisor *s, char *errmsg);
 
 /* Operator actions, from commands. Each completes asynchronously: @cb is
@@ -191,7 +233,16 @@ int supervisor_start_all(struct supervisor *s, char *errmsg);
  * a REMS_E* code and a message (REMS_ENOTFOUND: unknown service; REMS_EBUSY;
  * REMS_EIO: the start failed; REMS_ETIMEDOUT: readiness did not pass within
  * @timeout_ms; REMS_ECANCELED: superseded by a later action or shutdown).
- * @cb may be NULL. */
+ * @cb may be NULL.
+ *
+ * Every outcome, ENOTFOUND and EBUSY included, goes to @cb, which always
+ * runs from a loop callback (never inside this call): the return value is
+ * 0 whenever @cb will run. A non-zero return (REMS_EINVAL for an action out
+ * of range, REMS_ENOMEM) means @cb will never run. @timeout_ms 0 means no
+ * time limit. Busy cases: pause of a service that is not running or
+ * starting, resume of one that is neither paused nor quarantined nor
+ * running, restart or pause of a quarantined one. While a stop_all runs,
+ * every action is answered REMS_ECANCELED. */
 enum sup_action {
     SUP_ACTION_START = 1,
     SUP_ACTION_STOP,
@@ -205,6 +256,18 @@ int supervisor_action(struct supervisor *s,
                       const char *service,
                       int action, /* enum sup_action */
                       uint64_t timeout_ms,
+                      supervisor_action_cb cb,
+                      void *data,
+                      char *errmsg);
+
+/* Stop @service gracefully and forget it. @cb as for supervisor_action():
+ * 0 once it is gone (a last SUP_EVENT_STATE with removed set came first),
+ * REMS_ENOTFOUND, REMS_EBUSY when another service depends on it (remove
+ * or replace that one first), REMS_ECANCELED on close. A pending action of
+ * the service is canceled. Returns non-zero (REMS_ENOMEM) only when @cb
+ * will never run. */
+int supervisor_remove(struct supervisor *s,
+                      const char *service,
                       supervisor_action_cb cb,
                       void *data,
                       char *errmsg);
@@ -235,7 +298,11 @@ typedef void (*supervisor_stop_cb)(struct supervisor *s);
 void supervisor_stop_all(struct supervisor *s, supervisor_stop_cb cb);
 
 /* Release everything once the handles are closed; @cb may be NULL. The
- * children still running are killed (SIGKILL of each process group). */
+ * children still running are killed (SIGKILL of each process group).
+ * Keep running the loop until @cb has run: in it only supervisor_data()
+ * may be called, and the supervisor is freed when it returns. Pending
+ * action callbacks (and a pending stop_all callback) run first, with
+ * REMS_ECANCELED; they must not call into the supervisor. */
 typedef void (*supervisor_close_cb)(struct supervisor *s);
 void supervisor_close(struct supervisor *s, supervisor_close_cb cb);
 
