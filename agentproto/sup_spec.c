@@ -455,6 +455,60 @@ err:
     return rv;
 }
 
+static bool str_eq(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static bool strv_eq(char *const *a, char *const *b)
+{
+    size_t i;
+    if (a == NULL || b == NULL) {
+        return a == b;
+    }
+    for (i = 0; a[i] != NULL && b[i] != NULL; i++) {
+        if (strcmp(a[i], b[i]) != 0) {
+            return false;
+        }
+    }
+    return a[i] == NULL && b[i] == NULL;
+}
+
+static bool check_eq(const struct sup_check *a, const struct sup_check *b)
+{
+    return a->kind == b->kind && str_eq(a->target, b->target) &&
+           strv_eq(a->argv, b->argv) && a->interval_ms == b->interval_ms &&
+           a->timeout_ms == b->timeout_ms &&
+           a->failure_threshold == b->failure_threshold &&
+           a->success_threshold == b->success_threshold &&
+           a->initial_delay_ms == b->initial_delay_ms;
+}
+
+bool sup__spec_equal(const struct sup_service_spec *a,
+                     const struct sup_service_spec *b)
+{
+    return str_eq(a->name, b->name) && strv_eq(a->argv, b->argv) &&
+           strv_eq(a->env, b->env) && str_eq(a->cwd, b->cwd) &&
+           str_eq(a->user, b->user) && a->restart == b->restart &&
+           a->backoff.initial_ms == b->backoff.initial_ms &&
+           a->backoff.multiplier == b->backoff.multiplier &&
+           a->backoff.max_ms == b->backoff.max_ms &&
+           a->backoff.jitter == b->backoff.jitter &&
+           a->backoff.max_retries == b->backoff.max_retries &&
+           a->backoff.reset_after_ms == b->backoff.reset_after_ms &&
+           a->stop_signal == b->stop_signal &&
+           a->stop_timeout_ms == b->stop_timeout_ms &&
+           check_eq(&a->liveness, &b->liveness) &&
+           check_eq(&a->fallback, &b->fallback) &&
+           check_eq(&a->readiness, &b->readiness) &&
+           strv_eq(a->depends_on, b->depends_on) &&
+           a->limits.memory_max_bytes == b->limits.memory_max_bytes &&
+           a->limits.cpu_max_percent == b->limits.cpu_max_percent &&
+           a->limits.nofile == b->limits.nofile &&
+           a->log.max_bytes == b->log.max_bytes && a->log.keep == b->log.keep &&
+           a->safe_state == b->safe_state && a->autostart == b->autostart;
+}
+
 /* ------------------------------------------------------------------------
  * JSON field readers
  *

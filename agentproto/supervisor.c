@@ -2117,6 +2117,9 @@ int supervisor_put(struct supervisor *s,
         rv = REMS_EBUSY;
         goto err;
     }
+    if (svc != NULL && sup__spec_equal(svc->spec, spec)) {
+        return 0; /* the same spec again (a manifest pushed twice) */
+    }
     rv = sup__spec_copy(spec, &copy);
     if (rv != 0) {
         rems_errmsg_oom(errmsg);

@@ -213,7 +213,9 @@ void *supervisor_data(const struct supervisor *s);
 
 /* Add a service (the spec is copied) or, for a name that exists, replace
  * its spec: a running service is restarted with the new spec. Dependencies
- * are checked here: REMS_EINVAL for an unknown dependency or a cycle.
+ * are checked here: REMS_EINVAL for an unknown dependency or a cycle, so
+ * put services after their dependencies (sup_spec_order() gives an order).
+ * A spec equal to the current one changes nothing (no restart).
  * A new service starts in "stopped" (an event says so); only
  * supervisor_start_all() or an action starts it. REMS_EBUSY for a service
  * being removed, REMS_ENOMEM. */

@@ -22,6 +22,10 @@
 int sup__spec_copy(const struct sup_service_spec *spec,
                    struct sup_service_spec **out);
 
+/* True when @a and @b say the same in every field. */
+bool sup__spec_equal(const struct sup_service_spec *a,
+                     const struct sup_service_spec *b);
+
 /* The name of signal @sig as the spec writes it ("TERM"), or "?". */
 const char *sup__signal_name(int sig);
 

@@ -789,6 +789,14 @@ static void spec_full(void **state)
     assert_int_equal(s->safe_state, SUP_SAFE_STOP);
     assert_false(s->autostart);
     assert_int_equal(sup__spec_copy(s, &c), 0);
+    assert_true(sup__spec_equal(s, c));
+    c->liveness.success_threshold = 2;
+    assert_false(sup__spec_equal(s, c));
+    c->liveness.success_threshold = 3;
+    c->env[1][0] = 'C';
+    assert_false(sup__spec_equal(s, c));
+    c->env[1][0] = 'B';
+    assert_true(sup__spec_equal(s, c));
     sup_spec_free(s);
     assert_string_equal(c->liveness.target, "http://localhost:81/h");
     assert_string_equal(c->env[1], "B_2=x=y");
@@ -1820,6 +1828,11 @@ static void put_restarts_running(void **state)
     char *text;
     put_sh(f, "v", "echo version-1; exec sleep 30", NULL);
     assert_int_equal(action_wait(f, "v", SUP_ACTION_START, 2000), 0);
+    /* The same spec again changes nothing. */
+    put_sh(f, "v", "echo version-1; exec sleep 30", NULL);
+    run_for(f, 20);
+    assert_int_equal(cur(f, "v").generation, 1);
+    assert_int_equal(cur(f, "v").state, PROTO_STATE_RUNNING);
     put_sh(f, "v", "echo version-2; exec sleep 30", NULL);
     assert_true(wait_state(f, "v", PROTO_STATE_RUNNING, 2, WAIT_MS));
     snprintf(path, sizeof path, "%s/v.log", f->logdir);
