@@ -12,6 +12,10 @@
  *                          follower: GET /internal/read-index on the leader
  *                          -> wait until applied -> read locally
  *   stale read:            read locally at once
+ *   command issue/cancel:  validate -> (follower: forward) -> leader:
+ *                          cluster_node_read_index -> look the agent or
+ *                          command up -> cluster_node_propose -> answer
+ *                          with the command as the store now has it
  *
  * A forwarded call that reaches a node which is not (or no longer) the
  * leader is answered 503 not_leader rather than forwarded again, so calls
@@ -54,6 +58,15 @@ enum call_kind {
     CALL_MEMBER_ROLE,
     CALL_TRANSFER,
     CALL_READ_INDEX,
+    /* Reads of agents, leases and commands: one run, GET to COMMAND_LIST
+     * (read_local() tests the range). */
+    CALL_AGENT_GET,
+    CALL_AGENT_LIST,
+    CALL_LEASE_LIST,
+    CALL_COMMAND_GET,
+    CALL_COMMAND_LIST,
+    CALL_COMMAND_ISSUE,
+    CALL_COMMAND_CANCEL,
 };
 
 struct call {
@@ -78,6 +91,19 @@ struct call {
     int role;
     char raft_address[CONFIG_ADDR_SIZE];
     char api_address[CONFIG_ADDR_SIZE];
+    /* Agents and commands. @value holds the JSON text of an issue's
+     * arguments or of a cancel's result. */
+    char id[STATEMACHINE_ID_MAX + 1]; /* Agent or command id. */
+    char agent[STATEMACHINE_ID_MAX + 1];
+    char action[STATEMACHINE_NAME_MAX + 1];
+    char service[STATEMACHINE_NAME_MAX + 1];
+    char reason[STATEMACHINE_REASON_MAX + 1]; /* The body's, if any. */
+    bool has_reason;
+    uint64_t ttl_ms;
+    bool has_agent_filter;
+    int state_filter;  /* -1: any. */
+    int online_filter; /* -1: any, 0: offline, 1: online. */
+    bool force;        /* Cancel a command its agent may be running. */
     /* In flight. */
     struct cluster_write write;
     struct cluster_wait wait;
@@ -85,6 +111,9 @@ struct call {
     struct cluster_change change;
     uint64_t started_ms;
 };
+
+static void read_agents(struct call *c);
+static void command_propose(struct call *c);
 
 /* ------------------------------------------------------------------ */
 /* Answers.                                                             */
@@ -280,9 +309,34 @@ static int list_visit(void *data, const struct statemachine_policy *p)
     return 0;
 }
 
+/* A JSON string of the @len bytes at @s (NULL: ""). Stored strings that
+ * came from headers may hold any bytes; when they are not valid UTF-8,
+ * every byte outside printable ASCII shows as '?', so the answer stays
+ * valid JSON. */
 static json_t *nstr(const char *s, size_t len)
 {
-    return json_stringn(s != NULL ? s : "", s != NULL ? len : 0);
+    json_t *v;
+    char *copy;
+    size_t i;
+
+    if (s == NULL) {
+        return json_string("");
+    }
+    v = json_stringn(s, len);
+    if (v != NULL) {
+        return v;
+    }
+    copy = rems_malloc(len + 1);
+    if (copy == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        copy[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    v = json_stringn(copy, len);
+    rems_free(copy);
+    return v;
 }
 
 static int audit_visit(void *data, const struct statemachine_audit *a)
@@ -321,6 +375,11 @@ static void read_local(struct call *c)
     json_t *body;
     bool more = false;
     int rv;
+
+    if (c->kind >= CALL_AGENT_GET && c->kind <= CALL_COMMAND_LIST) {
+        read_agents(c);
+        return;
+    }
 
     rv = storage_txn_begin(cluster_node_storage(c->s->node), false, &t,
                            errmsg);
@@ -412,6 +471,10 @@ static void read_index_cb(struct cluster_wait *w, int status, uint64_t index)
         json_t *body = json_object();
         json_object_set_new(body, "index", json_integer((json_int_t)index));
         respond_json(c, 200, body, NULL, 0);
+        return;
+    }
+    if (c->kind == CALL_COMMAND_ISSUE || c->kind == CALL_COMMAND_CANCEL) {
+        command_propose(c);
         return;
     }
     read_local(c);
@@ -611,15 +674,26 @@ static void forwarded_cb(struct cluster_forward *f,
         return;
     }
     {
-        struct http_header h[2];
+        struct http_header h[3];
         size_t nh = 0;
         char rev[32];
+        char location[STATEMACHINE_ID_MAX + 32];
         json_t *r = json_object_get(o, "revision");
+        const char *id = json_string_value(json_object_get(o, "id"));
         if (http_status == 200 && json_is_integer(r)) {
             snprintf(rev, sizeof rev, "%" JSON_INTEGER_FORMAT,
                      json_integer_value(r));
             h[nh].name = "X-Rems-Revision";
             h[nh++].value = rev;
+        }
+        /* The forward returns no headers, so the leader's Location is
+         * made again: 201 answers only come from POST /v1/commands, whose
+         * body names the command. */
+        if (http_status == 201 && id != NULL &&
+            statemachine_id_check(id, strlen(id))) {
+            snprintf(location, sizeof location, "/v1/commands/%s", id);
+            h[nh].name = "Location";
+            h[nh++].value = location;
         }
         if (http_status == 503) {
             h[nh].name = "Retry-After";
@@ -759,9 +833,642 @@ static void do_write(struct call *c)
             rv = cluster_node_transfer(c->s->node, &c->change, c->member_id,
                                        change_cb, errmsg);
             break;
+        case CALL_COMMAND_ISSUE:
+        case CALL_COMMAND_CANCEL:
+            /* The agent (issue) or the command (cancel) is looked up in a
+             * state that holds every write acknowledged before this call:
+             * after a read index, as a linearizable read. */
+            c->wait.data = c;
+            rv = cluster_node_read_index(c->s->node, &c->wait, read_index_cb);
+            if (rv != 0) {
+                rems_errmsgf(errmsg, "this node is not the leader");
+            }
+            break;
         default:
             REMS_ASSERT(false);
     }
+    if (rv != 0) {
+        respond_status(c, rv, errmsg[0] != '\0' ? errmsg : rems_strerror(rv));
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Agents, leases and commands.                                         */
+
+/* Stop a walk of the store early; not a REMS_E* code. */
+#define VISIT_STOP (-1)
+
+#define COMMAND_TTL_DEFAULT_MS 30000
+#define COMMAND_ARGS_MAX 64
+#define COMMAND_ARG_KEY_MAX 128
+#define COMMAND_ARG_VALUE_MAX 1024
+#define COMMAND_MANIFEST_MAX (512 * 1024) /* Serialized, as agents take. */
+
+static const struct {
+    const char *name;
+    bool needs_service; /* Else a service is optional. */
+} command_actions[] = {
+    {"start", true},          {"stop", true},         {"restart", true},
+    {"pause", true},          {"resume", true},       {"quarantine", true},
+    {"push_manifest", false}, {"diagnostics", false},
+};
+
+#define COMMAND_ACTIONS_TEXT                                                   \
+    "start, stop, restart, pause, resume, quarantine, push_manifest or "       \
+    "diagnostics"
+
+/* JSON text stored by the state machine (labels, service states, args, a
+ * result): the parsed value, null when empty, the text as a string when it
+ * is not JSON. */
+static json_t *blob_json(const char *s, size_t len)
+{
+    json_error_t jerr;
+    json_t *v;
+    if (s == NULL || len == 0) {
+        return json_null();
+    }
+    v = json_loadb(s, len, JSON_DECODE_ANY, &jerr);
+    return v != NULL ? v : nstr(s, len);
+}
+
+/* An integer that 0 means "unknown" or "not yet": null then. */
+static json_t *index_or_null(uint64_t v)
+{
+    return v != 0 ? json_integer((json_int_t)v) : json_null();
+}
+
+static json_t *lease_json(const struct statemachine_lease *l, bool with_agent)
+{
+    json_t *o = json_object();
+    if (with_agent) {
+        json_object_set_new(o, "agent", nstr(l->agent_id, l->agent_id_len));
+    }
+    json_object_set_new(o, "ttl_ms", json_integer((json_int_t)l->ttl_ms));
+    json_object_set_new(o, "granted_index",
+                        json_integer((json_int_t)l->granted_index));
+    json_object_set_new(o, "granted_ms",
+                        json_integer((json_int_t)l->granted_ms));
+    json_object_set_new(o, "node_id", index_or_null(l->node_id));
+    return o;
+}
+
+/* The agent @a as the API shows it, with its lease from @t. */
+static int agent_json(struct storage_txn *t,
+                      const struct statemachine_agent *a,
+                      json_t **out,
+                      char *errmsg)
+{
+    struct statemachine_lease l;
+    json_t *lease;
+    json_t *labels;
+    json_t *o;
+    int rv;
+
+    rv = statemachine_lease_get(t, a->id, a->id_len, &l, errmsg);
+    if (rv == 0) {
+        lease = lease_json(&l, false);
+    } else if (rv == REMS_ENOTFOUND) {
+        lease = json_null();
+    } else {
+        return rv;
+    }
+    labels = blob_json(a->labels, a->labels_len);
+    if (json_is_null(labels)) {
+        json_decref(labels);
+        labels = json_object();
+    }
+    o = json_object();
+    json_object_set_new(o, "id", nstr(a->id, a->id_len));
+    json_object_set_new(o, "labels", labels);
+    json_object_set_new(o, "online", json_boolean(a->online));
+    json_object_set_new(o, "offline_reason",
+                        a->online || a->offline_reason_len == 0
+                            ? json_null()
+                            : nstr(a->offline_reason, a->offline_reason_len));
+    json_object_set_new(o, "node_id", index_or_null(a->node_id));
+    json_object_set_new(o, "registered_index",
+                        json_integer((json_int_t)a->registered_index));
+    json_object_set_new(o, "updated_index",
+                        json_integer((json_int_t)a->updated_index));
+    json_object_set_new(o, "services", blob_json(a->services, a->services_len));
+    json_object_set_new(o, "lease", lease);
+    *out = o;
+    return 0;
+}
+
+/* What only the ready leader knows of an agent (not in the log). */
+static json_t *live_json(const struct cluster_agent_live *live)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "connected", json_boolean(live->connected));
+    json_object_set_new(
+        o, "peer", live->connected ? json_string(live->peer) : json_null());
+    json_object_set_new(o, "lease_remaining_ms",
+                        live->has_lease
+                            ? json_integer((json_int_t)live->lease_remaining_ms)
+                            : json_null());
+    json_object_set_new(o, "commands_in_flight",
+                        json_integer((json_int_t)live->commands_in_flight));
+    return o;
+}
+
+/* The command @cmd as the API shows it. The stored arguments of
+ * push_manifest also hold the manifest (key "manifest"): it is shown
+ * apart, and only with @with_manifest (lists leave it out). */
+static json_t *command_json(const struct statemachine_command *cmd,
+                            bool with_manifest)
+{
+    json_t *o = json_object();
+    json_t *args = blob_json(cmd->args, cmd->args_len);
+    json_t *manifest = NULL;
+    bool push = cmd->action_len == strlen("push_manifest") &&
+                memcmp(cmd->action, "push_manifest", cmd->action_len) == 0;
+
+    if (json_is_null(args)) {
+        json_decref(args);
+        args = json_object();
+    }
+    if (push && json_is_object(args)) {
+        manifest = json_incref(json_object_get(args, "manifest"));
+        json_object_del(args, "manifest");
+    }
+    json_object_set_new(o, "id", nstr(cmd->id, cmd->id_len));
+    json_object_set_new(o, "agent", nstr(cmd->agent_id, cmd->agent_id_len));
+    json_object_set_new(o, "action", nstr(cmd->action, cmd->action_len));
+    json_object_set_new(o, "service",
+                        cmd->service_len > 0
+                            ? nstr(cmd->service, cmd->service_len)
+                            : json_null());
+    json_object_set_new(o, "args", args);
+    if (push && with_manifest) {
+        json_object_set_new(o, "manifest",
+                            manifest != NULL ? manifest : json_null());
+    } else {
+        json_decref(manifest);
+    }
+    json_object_set_new(
+        o, "state", json_string(statemachine_command_state_name(cmd->state)));
+    json_object_set_new(o, "result", blob_json(cmd->result, cmd->result_len));
+    json_object_set_new(o, "term", json_integer((json_int_t)cmd->term));
+    json_object_set_new(o, "ttl_ms", json_integer((json_int_t)cmd->ttl_ms));
+    json_object_set_new(o, "issued_index",
+                        json_integer((json_int_t)cmd->issued_index));
+    json_object_set_new(o, "issued_ms",
+                        json_integer((json_int_t)cmd->issued_ms));
+    json_object_set_new(o, "deadline_ms",
+                        json_integer((json_int_t)cmd->deadline_ms));
+    json_object_set_new(o, "resolved_index",
+                        index_or_null(cmd->resolved_index));
+    json_object_set_new(o, "requested_by",
+                        nstr(cmd->requested_by, cmd->requested_by_len));
+    json_object_set_new(o, "reason", nstr(cmd->reason, cmd->reason_len));
+    json_object_set_new(o, "trace_id", nstr(cmd->trace_id, cmd->trace_id_len));
+    return o;
+}
+
+/* Walks of the agents, leases and commands tables into "items". */
+struct walk_ctx {
+    struct storage_txn *t;
+    json_t *items;
+    size_t limit;
+    int online; /* -1: any. */
+    bool more;
+    char last[STATEMACHINE_ID_MAX + 1];
+    char *errmsg;
+};
+
+static void walk_last(struct walk_ctx *w, const char *id, size_t len)
+{
+    if (len > STATEMACHINE_ID_MAX) {
+        len = STATEMACHINE_ID_MAX; /* Ids are checked at apply. */
+    }
+    memcpy(w->last, id, len);
+    w->last[len] = '\0';
+}
+
+/* The online filter is applied here, so the walk has no limit of its own:
+ * the visitor stops it at the first match beyond @limit. */
+static int agents_visit(void *data, const struct statemachine_agent *a)
+{
+    struct walk_ctx *w = data;
+    json_t *o;
+    int rv;
+
+    if (w->online >= 0 && a->online != (w->online == 1)) {
+        return 0;
+    }
+    if (json_array_size(w->items) == w->limit) {
+        w->more = true;
+        return VISIT_STOP;
+    }
+    rv = agent_json(w->t, a, &o, w->errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    json_array_append_new(w->items, o);
+    walk_last(w, a->id, a->id_len);
+    return 0;
+}
+
+static int leases_visit(void *data, const struct statemachine_lease *l)
+{
+    struct walk_ctx *w = data;
+    json_array_append_new(w->items, lease_json(l, true));
+    return 0;
+}
+
+static int commands_visit(void *data, const struct statemachine_command *cmd)
+{
+    struct walk_ctx *w = data;
+    json_array_append_new(w->items, command_json(cmd, false));
+    walk_last(w, cmd->id, cmd->id_len);
+    return 0;
+}
+
+/* Build the answer of a read of agents, leases or commands from @t into
+ * *@out. REMS_ENOTFOUND for an unknown id. */
+static int
+agents_query(struct call *c, struct storage_txn *t, json_t **out, char *errmsg)
+{
+    struct walk_ctx w;
+    bool more = false;
+    int rv;
+
+    memset(&w, 0, sizeof w);
+    w.t = t;
+    w.limit = c->limit;
+    w.online = c->online_filter;
+    w.errmsg = errmsg;
+    switch (c->kind) {
+        case CALL_AGENT_GET: {
+            struct statemachine_agent a;
+            struct cluster_agent_live live;
+            rv = statemachine_agent_get(t, c->id, strlen(c->id), &a, errmsg);
+            if (rv == 0) {
+                rv = agent_json(t, &a, out, errmsg);
+            }
+            if (rv == 0) {
+                json_object_set_new(
+                    *out, "live",
+                    cluster_node_agent_live(c->s->node, c->id, &live) == 0
+                        ? live_json(&live)
+                        : json_null());
+            }
+            return rv;
+        }
+        case CALL_COMMAND_GET: {
+            struct statemachine_command cmd;
+            rv =
+                statemachine_command_get(t, c->id, strlen(c->id), &cmd, errmsg);
+            if (rv == 0) {
+                *out = command_json(&cmd, true);
+            }
+            return rv;
+        }
+        case CALL_AGENT_LIST:
+            w.items = json_array();
+            rv =
+                statemachine_agent_list(t, c->after, strlen(c->after), SIZE_MAX,
+                                        agents_visit, &w, &more, errmsg);
+            if (rv == VISIT_STOP) {
+                rv = 0;
+            }
+            more = w.more;
+            break;
+        case CALL_LEASE_LIST:
+            w.items = json_array();
+            rv = statemachine_lease_list(t, leases_visit, &w, errmsg);
+            break;
+        default:
+            w.items = json_array();
+            rv = statemachine_command_list(
+                t, c->has_agent_filter ? c->agent : NULL, strlen(c->agent),
+                c->state_filter, c->after, strlen(c->after), c->limit,
+                commands_visit, &w, &more, errmsg);
+            break;
+    }
+    if (rv != 0) {
+        json_decref(w.items);
+        return rv;
+    }
+    *out = json_object();
+    json_object_set_new(*out, "items", w.items);
+    if (c->kind != CALL_LEASE_LIST) {
+        json_object_set_new(*out, "next_after",
+                            more ? json_string(w.last) : json_null());
+    }
+    return 0;
+}
+
+static void read_agents(struct call *c)
+{
+    struct storage_txn *t;
+    char errmsg[REMS_ERRMSG_SIZE];
+    char msg[REMS_ERRMSG_SIZE];
+    json_t *body = NULL;
+    int rv;
+
+    rv = storage_txn_begin(cluster_node_storage(c->s->node), false, &t, errmsg);
+    if (rv != 0) {
+        respond_error(c, 500, "internal", errmsg, NULL);
+        return;
+    }
+    rv = agents_query(c, t, &body, errmsg);
+    storage_txn_abort(t);
+    if (rv == REMS_ENOTFOUND) {
+        snprintf(msg, sizeof msg, "no %s with id %s",
+                 c->kind == CALL_AGENT_GET ? "agent" : "command", c->id);
+        respond_error(c, 404, "not_found", msg, "id");
+        return;
+    }
+    if (rv != 0) {
+        respond_error(c, 500, "internal", errmsg, NULL);
+        return;
+    }
+    if (c->kind == CALL_AGENT_LIST || c->kind == CALL_LEASE_LIST ||
+        c->kind == CALL_COMMAND_LIST) {
+        struct cluster_status st;
+        cluster_node_brief(c->s->node, &st);
+        json_object_set_new(body, "index",
+                            json_integer((json_int_t)st.state_index));
+    }
+    respond_json(c, 200, body, NULL, 0);
+}
+
+/* Answer with command c->id as GET shows it: 201 with Location after an
+ * issue, else 200. */
+static void respond_command(struct call *c, int status, bool duplicate)
+{
+    struct storage_txn *t;
+    struct statemachine_command cmd;
+    char errmsg[REMS_ERRMSG_SIZE];
+    char location[STATEMACHINE_ID_MAX + 32];
+    struct http_header h[1];
+    json_t *body;
+    int rv;
+
+    rv = storage_txn_begin(cluster_node_storage(c->s->node), false, &t, errmsg);
+    if (rv != 0) {
+        respond_error(c, 500, "internal", errmsg, NULL);
+        return;
+    }
+    rv = statemachine_command_get(t, c->id, strlen(c->id), &cmd, errmsg);
+    if (rv != 0) {
+        storage_txn_abort(t);
+        /* Applied here before this callback: it must be there. */
+        respond_error(c, 500, "internal",
+                      rv == REMS_ENOTFOUND ? "the command applied is missing"
+                                           : errmsg,
+                      NULL);
+        return;
+    }
+    body = command_json(&cmd, true);
+    storage_txn_abort(t);
+    if (duplicate) {
+        json_object_set_new(body, "duplicate", json_true());
+    }
+    snprintf(location, sizeof location, "/v1/commands/%s", c->id);
+    h[0].name = "Location";
+    h[0].value = location;
+    respond_json(c, status, body, h, status == 201 ? 1 : 0);
+}
+
+struct audit_find {
+    uint64_t index;
+    int type;
+    char key[STATEMACHINE_ID_MAX + 1];
+    bool found;
+};
+
+static int audit_find_visit(void *data, const struct statemachine_audit *a)
+{
+    struct audit_find *af = data;
+    if (a->index == af->index && a->key_len <= STATEMACHINE_ID_MAX) {
+        af->found = true;
+        af->type = a->type;
+        memcpy(af->key, a->key, a->key_len);
+        af->key[a->key_len] = '\0';
+    }
+    return 0;
+}
+
+/* A retried request id is answered with its first result, whose command id
+ * may differ from this call's (a generated id): take the id from the audit
+ * record of the first application. False (answered) when that record is
+ * not a command entry of this call's kind, i.e. the request id was first
+ * used for something else. */
+static bool duplicate_command_id(struct call *c,
+                                 const struct statemachine_result *res)
+{
+    struct storage_txn *t;
+    struct audit_find af;
+    char errmsg[REMS_ERRMSG_SIZE];
+    bool more;
+    int want = c->kind == CALL_COMMAND_ISSUE
+                   ? STATEMACHINE_ENTRY_COMMAND_ISSUE
+                   : STATEMACHINE_ENTRY_COMMAND_RESOLVE;
+    int rv;
+
+    memset(&af, 0, sizeof af);
+    af.index = res->index;
+    rv = storage_txn_begin(cluster_node_storage(c->s->node), false, &t, errmsg);
+    if (rv == 0) {
+        rv = statemachine_audit_list(t, res->index - 1, 1, audit_find_visit,
+                                     &af, &more, errmsg);
+        storage_txn_abort(t);
+    }
+    if (rv != 0) {
+        respond_error(c, 500, "internal", errmsg, NULL);
+        return false;
+    }
+    if (!af.found || af.type != want ||
+        (c->kind == CALL_COMMAND_CANCEL && strcmp(af.key, c->id) != 0)) {
+        respond_error(c, 409, "conflict",
+                      "this X-Rems-Request-Id was first used by another "
+                      "request",
+                      "X-Rems-Request-Id");
+        return false;
+    }
+    snprintf(c->id, sizeof c->id, "%s", af.key);
+    return true;
+}
+
+static void command_written_cb(struct cluster_write *w,
+                               int status,
+                               const struct statemachine_result *res)
+{
+    struct call *c = w->data;
+    bool issue = c->kind == CALL_COMMAND_ISSUE;
+    char msg[REMS_ERRMSG_SIZE];
+    json_t *body;
+    json_t *err;
+
+    if (status != 0) {
+        respond_status(c, status, rems_strerror(status));
+        return;
+    }
+    if (res->duplicate && !duplicate_command_id(c, res)) {
+        return;
+    }
+    switch (res->code) {
+        case 0:
+            respond_command(c, issue ? 201 : 200, res->duplicate);
+            return;
+        case REMS_ENOTFOUND:
+            if (issue) {
+                snprintf(msg, sizeof msg, "no agent with id %s", c->agent);
+                respond_error(c, 404, "not_found", msg, "agent");
+            } else {
+                snprintf(msg, sizeof msg, "no command with id %s", c->id);
+                respond_error(c, 404, "not_found", msg, "id");
+            }
+            return;
+        case REMS_EEXIST:
+        case REMS_ECONFLICT:
+            if (res->code == REMS_EEXIST) {
+                snprintf(msg, sizeof msg,
+                         "a command with id %s exists already (state %s)",
+                         c->id,
+                         statemachine_command_state_name(res->command_state));
+            } else {
+                snprintf(msg, sizeof msg, "command %s has already ended: %s",
+                         c->id,
+                         statemachine_command_state_name(res->command_state));
+            }
+            err = json_object();
+            json_object_set_new(err, "code", json_string("conflict"));
+            json_object_set_new(err, "message", json_string(msg));
+            json_object_set_new(err, "field", json_string("id"));
+            json_object_set_new(err, "state",
+                                json_string(statemachine_command_state_name(
+                                    res->command_state)));
+            body = json_object();
+            json_object_set_new(body, "error", err);
+            respond_json(c, 409, body, NULL, 0);
+            return;
+        default:
+            respond_error(c, 500, "internal", rems_strerror(res->code), NULL);
+            return;
+    }
+}
+
+/* On the leader, after a read index: look the agent (issue) or the command
+ * (cancel) up, then propose. A cancel is proposed whatever the command's
+ * state, so that a retried cancel gets its first answer; apply refuses a
+ * second final state (409). */
+static void command_propose(struct call *c)
+{
+    struct storage_txn *t;
+    struct statemachine_entry e;
+    struct cluster_status st;
+    char errmsg[REMS_ERRMSG_SIZE];
+    char msg[REMS_ERRMSG_SIZE];
+    bool issue = c->kind == CALL_COMMAND_ISSUE;
+    bool pending = false;
+    int rv;
+
+    rv = storage_txn_begin(cluster_node_storage(c->s->node), false, &t, errmsg);
+    if (rv != 0) {
+        respond_error(c, 500, "internal", errmsg, NULL);
+        return;
+    }
+    if (issue) {
+        struct statemachine_agent a;
+        rv = statemachine_agent_get(t, c->agent, strlen(c->agent), &a, errmsg);
+    } else {
+        struct statemachine_command cmd;
+        rv = statemachine_command_get(t, c->id, strlen(c->id), &cmd, errmsg);
+        if (rv == 0 &&
+            (cmd.agent_id_len == 0 || cmd.agent_id_len > STATEMACHINE_ID_MAX)) {
+            rems_errmsgf(errmsg, "commands[%s]: bad agent id", c->id);
+            rv = REMS_ECORRUPT;
+        }
+        if (rv == 0) {
+            memcpy(c->agent, cmd.agent_id, cmd.agent_id_len);
+            c->agent[cmd.agent_id_len] = '\0';
+            pending = cmd.state == STATEMACHINE_COMMAND_PENDING;
+        }
+    }
+    storage_txn_abort(t);
+    if (rv == REMS_ENOTFOUND) {
+        snprintf(msg, sizeof msg, "no %s with id %s",
+                 issue ? "agent" : "command", issue ? c->agent : c->id);
+        respond_error(c, 404, "not_found", msg, issue ? "agent" : "id");
+        return;
+    }
+    if (rv != 0) {
+        respond_error(c, 500, "internal", errmsg, NULL);
+        return;
+    }
+    if (pending && !c->force &&
+        cluster_node_command_delivered(c->s->node, c->id)) {
+        json_t *err = json_object();
+        json_t *body = json_object();
+        snprintf(msg, sizeof msg,
+                 "command %s was sent to agent %s, which has not answered: it "
+                 "may be running; wait for its answer or its deadline, or "
+                 "cancel with force=true",
+                 c->id, c->agent);
+        json_object_set_new(err, "code", json_string("conflict"));
+        json_object_set_new(err, "message", json_string(msg));
+        json_object_set_new(err, "field", json_string("id"));
+        json_object_set_new(err, "state", json_string("pending"));
+        json_object_set_new(err, "delivered", json_true());
+        json_object_set_new(body, "error", err);
+        respond_json(c, 409, body, NULL, 0);
+        return;
+    }
+    if (!issue) {
+        /* The result of a cancel says who cancelled and why. */
+        json_t *r = json_object();
+        const char *user = http_request_header(c->req, "x-rems-user");
+        const char *why = http_request_header(c->req, "x-rems-reason");
+        char *text;
+        json_object_set_new(r, "cancelled_by",
+                            nstr(user != NULL ? user : "anonymous",
+                                 strlen(user != NULL ? user : "anonymous")));
+        json_object_set_new(
+            r, "reason",
+            nstr(why != NULL ? why : "", why != NULL ? strlen(why) : 0));
+        text = json_dumps(r, JSON_COMPACT);
+        json_decref(r);
+        c->value = text != NULL ? rems_strdup(text) : NULL;
+        free(text); /* jansson allocates with malloc. */
+        if (c->value == NULL) {
+            respond_error(c, 500, "internal", "out of memory", NULL);
+            return;
+        }
+    }
+    memset(&e, 0, sizeof e);
+    fill_entry_meta(c, &e);
+    if (c->has_reason) {
+        e.reason = c->reason;
+        e.reason_len = strlen(c->reason);
+    }
+    e.agent_id = c->agent;
+    e.agent_id_len = strlen(c->agent);
+    e.command_id = c->id;
+    e.command_id_len = strlen(c->id);
+    e.value = c->value;
+    e.value_len = strlen(c->value);
+    if (issue) {
+        cluster_node_brief(c->s->node, &st);
+        e.type = STATEMACHINE_ENTRY_COMMAND_ISSUE;
+        e.action = c->action;
+        e.action_len = strlen(c->action);
+        e.service = c->service;
+        e.service_len = strlen(c->service);
+        e.ttl_ms = c->ttl_ms;
+        e.term = st.term;
+    } else {
+        e.type = STATEMACHINE_ENTRY_COMMAND_RESOLVE;
+        e.outcome = "cancelled";
+        e.outcome_len = strlen("cancelled");
+    }
+    errmsg[0] = '\0';
+    c->write.data = c;
+    rv = cluster_node_propose(c->s->node, &c->write, &e, command_written_cb,
+                              errmsg);
     if (rv != 0) {
         respond_status(c, rv, errmsg[0] != '\0' ? errmsg : rems_strerror(rv));
     }
@@ -861,15 +1568,42 @@ static void serve_readyz(struct call *c)
     respond_json(c, 200, body, NULL, 0);
 }
 
+struct store_counts {
+    uint64_t online;
+    uint64_t offline;
+    uint64_t pending;
+};
+
+static int count_agent(void *data, const struct statemachine_agent *a)
+{
+    struct store_counts *n = data;
+    if (a->online) {
+        n->online++;
+    } else {
+        n->offline++;
+    }
+    return 0;
+}
+
+static int count_command(void *data, const struct statemachine_command *cmd)
+{
+    struct store_counts *n = data;
+    (void)cmd;
+    n->pending++;
+    return 0;
+}
+
 static void serve_metrics(struct call *c)
 {
     struct cluster_status st;
     struct cluster_metrics m;
     struct rems_buf b;
     struct storage_txn *t;
+    struct store_counts counts = {0};
     char errmsg[REMS_ERRMSG_SIZE];
     size_t policies = 0;
     struct http_header h[1];
+    bool more;
     int i;
 
     cluster_node_brief(c->s->node, &st);
@@ -877,6 +1611,13 @@ static void serve_metrics(struct call *c)
     if (storage_txn_begin(cluster_node_storage(c->s->node), false, &t,
                           errmsg) == 0) {
         statemachine_policy_count(t, &policies, errmsg);
+        /* Walks of the agents and of the pending commands (an index of
+         * their own): cheap while they number thousands. */
+        statemachine_agent_list(t, NULL, 0, SIZE_MAX, count_agent, &counts,
+                                &more, errmsg);
+        statemachine_command_list(t, NULL, 0, STATEMACHINE_COMMAND_PENDING,
+                                  NULL, 0, SIZE_MAX, count_command, &counts,
+                                  &more, errmsg);
         storage_txn_abort(t);
     }
     rems_buf_init(&b);
@@ -936,6 +1677,16 @@ static void serve_metrics(struct call *c)
                             "\n",
                         i, c->s->requests_by_class[i]);
     }
+    rems_buf_printf(&b,
+                    "# HELP rems_agents Registered agents, by state.\n"
+                    "# TYPE rems_agents gauge\n"
+                    "rems_agents{state=\"online\"} %" PRIu64 "\n"
+                    "rems_agents{state=\"offline\"} %" PRIu64 "\n"
+                    "# HELP rems_commands_pending Commands without a final "
+                    "state.\n"
+                    "# TYPE rems_commands_pending gauge\n"
+                    "rems_commands_pending %" PRIu64 "\n",
+                    counts.online, counts.offline, counts.pending);
     h[0].name = "Content-Type";
     h[0].value = "text/plain; version=0.0.4";
     c->s->requests_by_class[2]++;
@@ -1202,6 +1953,433 @@ static bool parse_id_segment(struct call *c, const char *s, size_t len)
     return true;
 }
 
+/* An agent or command id from the path; 400 naming "id" otherwise. */
+static bool parse_path_id(struct call *c, const char *s)
+{
+    size_t len = strlen(s);
+    if (!statemachine_id_check(s, len)) {
+        respond_error(c, 400, "bad_request",
+                      "the id must be 1 to 64 characters of A-Z a-z 0-9 _ . "
+                      ": -",
+                      "id");
+        return false;
+    }
+    memcpy(c->id, s, len + 1);
+    return true;
+}
+
+/* `after` of the agent and command lists: an id, at most 64 bytes. */
+static bool parse_after_id(struct call *c)
+{
+    int rv =
+        http_request_query(c->req, "after", c->after, STATEMACHINE_ID_MAX + 1);
+    if (rv < 0) {
+        respond_error(c, 400, "bad_request", "after must be at most 64 bytes",
+                      "after");
+        return false;
+    }
+    if (rv == 0) {
+        c->after[0] = '\0';
+    }
+    return true;
+}
+
+static bool parse_online(struct call *c)
+{
+    char v[16];
+    int rv = http_request_query(c->req, "online", v, sizeof v);
+    c->online_filter = -1;
+    if (rv == 0) {
+        return true;
+    }
+    if (rv > 0 && strcmp(v, "true") == 0) {
+        c->online_filter = 1;
+    } else if (rv > 0 && strcmp(v, "false") == 0) {
+        c->online_filter = 0;
+    } else {
+        respond_error(c, 400, "bad_request", "online must be true or false",
+                      "online");
+        return false;
+    }
+    return true;
+}
+
+/* `agent` and `state` of the command list. */
+static bool parse_command_filters(struct call *c)
+{
+    char v[32];
+    int rv;
+
+    rv = http_request_query(c->req, "agent", c->agent, sizeof c->agent);
+    if (rv < 0 ||
+        (rv > 0 && !statemachine_id_check(c->agent, strlen(c->agent)))) {
+        respond_error(c, 400, "bad_request",
+                      "agent must be an agent id: 1 to 64 characters of A-Z "
+                      "a-z 0-9 _ . : -",
+                      "agent");
+        return false;
+    }
+    c->has_agent_filter = rv > 0;
+    if (rv == 0) {
+        c->agent[0] = '\0';
+    }
+    c->state_filter = -1;
+    rv = http_request_query(c->req, "state", v, sizeof v);
+    if (rv == 0) {
+        return true;
+    }
+    if (rv > 0 && strcmp(v, "pending") == 0) {
+        c->state_filter = STATEMACHINE_COMMAND_PENDING;
+        return true;
+    }
+    if (rv > 0 && statemachine_command_outcome_parse(v, strlen(v),
+                                                     &c->state_filter) == 0) {
+        return true;
+    }
+    c->state_filter = -1;
+    respond_error(c, 400, "bad_request",
+                  "state must be pending, acked, nacked, expired or cancelled",
+                  "state");
+    return false;
+}
+
+/* `force` of DELETE /v1/commands/{id}. */
+static bool parse_force(struct call *c)
+{
+    char v[16];
+    int rv = http_request_query(c->req, "force", v, sizeof v);
+    c->force = false;
+    if (rv == 0 || (rv > 0 && strcmp(v, "false") == 0)) {
+        return true;
+    }
+    if (rv > 0 && strcmp(v, "true") == 0) {
+        c->force = true;
+        return true;
+    }
+    respond_error(c, 400, "bad_request", "force must be true or false",
+                  "force");
+    return false;
+}
+
+/* Command writes take the usual write headers, but no If-Match. */
+static bool parse_command_write_headers(struct call *c)
+{
+    if (!parse_write_headers(c)) {
+        return false;
+    }
+    if (c->has_if_match) {
+        respond_error(c, 400, "bad_request",
+                      "If-Match does not apply to commands", "If-Match");
+        return false;
+    }
+    return true;
+}
+
+/* A service name: 1 to 64 bytes of [A-Za-z0-9._:@-]. */
+static bool service_valid(const char *s, size_t len)
+{
+    size_t i;
+    if (len == 0 || len > STATEMACHINE_NAME_MAX) {
+        return false;
+    }
+    for (i = 0; i < len; i++) {
+        char ch = s[i];
+        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                     (ch >= '0' && ch <= '9');
+        if (!alnum && strchr("._:@-", ch) == NULL) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Validate the arguments of POST /v1/commands and append them to @value.
+ * False when answered. */
+static bool parse_command_args(struct call *c, json_t *args, json_t *value)
+{
+    const char *k;
+    json_t *v;
+    char msg[REMS_ERRMSG_SIZE];
+
+    if (args == NULL || json_is_null(args)) {
+        return true;
+    }
+    if (!json_is_object(args)) {
+        respond_error(c, 400, "bad_request",
+                      "args must be an object of strings", "args");
+        return false;
+    }
+    if (json_object_size(args) > COMMAND_ARGS_MAX) {
+        snprintf(msg, sizeof msg, "args has %zu entries, at most %d allowed",
+                 json_object_size(args), COMMAND_ARGS_MAX);
+        respond_error(c, 422, "unprocessable", msg, "args");
+        return false;
+    }
+    json_object_foreach(args, k, v)
+    {
+        size_t klen = strlen(k);
+        if (klen == 0 || klen > COMMAND_ARG_KEY_MAX) {
+            snprintf(msg, sizeof msg,
+                     "args: keys must be 1 to %d bytes, '%.40s%s' is %zu",
+                     COMMAND_ARG_KEY_MAX, k, klen > 40 ? "..." : "", klen);
+            respond_error(c, 422, "unprocessable", msg, "args");
+            return false;
+        }
+        if (strcmp(k, "manifest") == 0) {
+            respond_error(c, 422, "unprocessable",
+                          "args: the key manifest is reserved (a manifest "
+                          "goes in the manifest field of push_manifest)",
+                          "args");
+            return false;
+        }
+        if (!json_is_string(v)) {
+            snprintf(msg, sizeof msg,
+                     "args: the value of '%.40s%s' must be "
+                     "a string",
+                     k, klen > 40 ? "..." : "");
+            respond_error(c, 400, "bad_request", msg, "args");
+            return false;
+        }
+        if (json_string_length(v) > COMMAND_ARG_VALUE_MAX) {
+            snprintf(msg, sizeof msg,
+                     "args: the value of '%.40s%s' is %zu bytes, at most %d "
+                     "allowed",
+                     k, klen > 40 ? "..." : "", json_string_length(v),
+                     COMMAND_ARG_VALUE_MAX);
+            respond_error(c, 422, "unprocessable", msg, "args");
+            return false;
+        }
+        json_object_set(value, k, v);
+    }
+    return true;
+}
+
+/* Copy an optional string field of at most @max bytes into @out (@max + 1
+ * bytes). False when answered; *@present tells whether it was given. */
+static bool parse_string_field(struct call *c,
+                               json_t *o,
+                               const char *field,
+                               size_t max,
+                               char *out,
+                               bool *present)
+{
+    json_t *v = json_object_get(o, field);
+    char msg[REMS_ERRMSG_SIZE];
+    *present = false;
+    out[0] = '\0';
+    if (v == NULL || json_is_null(v)) {
+        return true;
+    }
+    if (!json_is_string(v)) {
+        snprintf(msg, sizeof msg, "%s must be a string", field);
+        respond_error(c, 400, "bad_request", msg, field);
+        return false;
+    }
+    if (json_string_length(v) > max) {
+        snprintf(msg, sizeof msg, "%s is %zu bytes, at most %zu allowed", field,
+                 json_string_length(v), max);
+        respond_error(c, 422, "unprocessable", msg, field);
+        return false;
+    }
+    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+    *present = true;
+    return true;
+}
+
+/* Check every field of an issue body, in a fixed order, and fill the call.
+ * False when answered. */
+static bool parse_command_body(struct call *c, json_t *o)
+{
+    static const char *const known[] = {"id",   "agent",    "action", "service",
+                                        "args", "manifest", "ttl_ms", "reason"};
+    const char *k;
+    json_t *v;
+    json_t *value;
+    json_t *manifest;
+    json_t *ttl;
+    char msg[REMS_ERRMSG_SIZE];
+    char *text;
+    size_t len;
+    size_t i;
+    bool present;
+    bool needs_service = false;
+    bool push;
+
+    json_object_foreach(o, k, v)
+    {
+        for (i = 0; i < REMS_ARRAY_SIZE(known); i++) {
+            if (strcmp(k, known[i]) == 0) {
+                break;
+            }
+        }
+        if (i == REMS_ARRAY_SIZE(known)) {
+            snprintf(msg, sizeof msg, "unknown field '%.64s'", k);
+            respond_error(c, 400, "bad_request", msg, k);
+            return false;
+        }
+    }
+    if (!parse_string_field(c, o, "id", STATEMACHINE_ID_MAX, c->id, &present)) {
+        return false;
+    }
+    if (present && !statemachine_id_check(c->id, strlen(c->id))) {
+        respond_error(c, 400, "bad_request",
+                      "id must be 1 to 64 characters of A-Z a-z 0-9 _ . : -",
+                      "id");
+        return false;
+    }
+    if (!present) {
+        rems_id_random(c->id);
+    }
+    v = json_object_get(o, "agent");
+    if (!json_is_string(v) ||
+        !statemachine_id_check(json_string_value(v), json_string_length(v))) {
+        respond_error(c, 400, "bad_request",
+                      "agent is required: an agent id, 1 to 64 characters of "
+                      "A-Z a-z 0-9 _ . : -",
+                      "agent");
+        return false;
+    }
+    memcpy(c->agent, json_string_value(v), json_string_length(v) + 1);
+    v = json_object_get(o, "action");
+    if (!json_is_string(v)) {
+        respond_error(c, 400, "bad_request",
+                      "action is required: " COMMAND_ACTIONS_TEXT, "action");
+        return false;
+    }
+    for (i = 0; i < REMS_ARRAY_SIZE(command_actions); i++) {
+        if (strcmp(json_string_value(v), command_actions[i].name) == 0) {
+            needs_service = command_actions[i].needs_service;
+            break;
+        }
+    }
+    if (i == REMS_ARRAY_SIZE(command_actions)) {
+        respond_error(c, 422, "unprocessable",
+                      "action must be " COMMAND_ACTIONS_TEXT, "action");
+        return false;
+    }
+    snprintf(c->action, sizeof c->action, "%s", command_actions[i].name);
+    push = strcmp(c->action, "push_manifest") == 0;
+    v = json_object_get(o, "service");
+    if (v != NULL && !json_is_null(v) &&
+        (!json_is_string(v) ||
+         !service_valid(json_string_value(v), json_string_length(v)))) {
+        respond_error(c, 400, "bad_request",
+                      "service must be a service name: 1 to 64 characters of "
+                      "A-Z a-z 0-9 . _ : @ -",
+                      "service");
+        return false;
+    }
+    if (json_is_string(v)) {
+        memcpy(c->service, json_string_value(v), json_string_length(v) + 1);
+    } else if (needs_service) {
+        snprintf(msg, sizeof msg, "service is required for action %s",
+                 c->action);
+        respond_error(c, 422, "unprocessable", msg, "service");
+        return false;
+    }
+    value = json_object();
+    if (value == NULL) {
+        respond_error(c, 500, "internal", "out of memory", NULL);
+        return false;
+    }
+    if (!parse_command_args(c, json_object_get(o, "args"), value)) {
+        json_decref(value);
+        return false;
+    }
+    manifest = json_object_get(o, "manifest");
+    if (manifest != NULL && json_is_null(manifest)) {
+        manifest = NULL;
+    }
+    if (manifest != NULL && !push) {
+        json_decref(value);
+        respond_error(c, 422, "unprocessable",
+                      "manifest is only for action push_manifest", "manifest");
+        return false;
+    }
+    if (push && !json_is_object(manifest)) {
+        json_decref(value);
+        respond_error(c, manifest == NULL ? 422 : 400,
+                      manifest == NULL ? "unprocessable" : "bad_request",
+                      "manifest is required for push_manifest: a JSON object",
+                      "manifest");
+        return false;
+    }
+    if (push) {
+        len = json_dumpb(manifest, NULL, 0, JSON_COMPACT);
+        if (len > COMMAND_MANIFEST_MAX) {
+            json_decref(value);
+            snprintf(msg, sizeof msg,
+                     "manifest is %zu bytes serialized, at most %d allowed",
+                     len, COMMAND_MANIFEST_MAX);
+            respond_error(c, 422, "unprocessable", msg, "manifest");
+            return false;
+        }
+        json_object_set(value, "manifest", manifest);
+    }
+    ttl = json_object_get(o, "ttl_ms");
+    c->ttl_ms = COMMAND_TTL_DEFAULT_MS;
+    if (ttl != NULL && !json_is_null(ttl)) {
+        if (!json_is_integer(ttl)) {
+            json_decref(value);
+            respond_error(c, 400, "bad_request",
+                          "ttl_ms must be an integer (milliseconds)", "ttl_ms");
+            return false;
+        }
+        if (json_integer_value(ttl) < 1 ||
+            json_integer_value(ttl) > (json_int_t)STATEMACHINE_TTL_MAX_MS) {
+            json_decref(value);
+            respond_error(c, 422, "unprocessable",
+                          "ttl_ms must be between 1 and 86400000 (a day)",
+                          "ttl_ms");
+            return false;
+        }
+        c->ttl_ms = (uint64_t)json_integer_value(ttl);
+    }
+    if (!parse_string_field(c, o, "reason", STATEMACHINE_REASON_MAX, c->reason,
+                            &c->has_reason)) {
+        json_decref(value);
+        return false;
+    }
+    text = json_dumps(value, JSON_COMPACT);
+    json_decref(value);
+    if (text == NULL) {
+        respond_error(c, 500, "internal", "out of memory", NULL);
+        return false;
+    }
+    len = strlen(text);
+    if (len > STATEMACHINE_BLOB_MAX) {
+        free(text);
+        snprintf(msg, sizeof msg,
+                 "args and manifest together are %zu bytes serialized, at "
+                 "most %d can be stored",
+                 len, STATEMACHINE_BLOB_MAX);
+        respond_error(c, 422, "unprocessable", msg, push ? "manifest" : "args");
+        return false;
+    }
+    c->value = rems_strdup(text);
+    free(text); /* jansson allocates with malloc. */
+    if (c->value == NULL) {
+        respond_error(c, 500, "internal", "out of memory", NULL);
+        return false;
+    }
+    return true;
+}
+
+static void route_command_issue(struct call *c)
+{
+    json_t *o = parse_body_object(c);
+    bool ok;
+    if (o == NULL) {
+        return;
+    }
+    ok = parse_command_body(c, o);
+    json_decref(o);
+    if (ok) {
+        c->kind = CALL_COMMAND_ISSUE;
+        do_write(c);
+    }
+}
+
 static void method_not_allowed(struct call *c)
 {
     respond_error(c, 405, "method_not_allowed",
@@ -1344,6 +2522,65 @@ static void route(struct call *c)
         } else {
             respond_error(c, 404, "not_found", "no such path", NULL);
         }
+    } else if (strcmp(p, "/v1/agents") == 0) {
+        if (m != HTTP_GET) {
+            method_not_allowed(c);
+            return;
+        }
+        if (parse_consistency(c) && parse_limit(c) && parse_after_id(c) &&
+            parse_online(c)) {
+            c->kind = CALL_AGENT_LIST;
+            do_read(c);
+        }
+    } else if (strncmp(p, "/v1/agents/", 11) == 0) {
+        if (m != HTTP_GET) {
+            method_not_allowed(c);
+            return;
+        }
+        if (parse_path_id(c, p + 11) && parse_consistency(c)) {
+            c->kind = CALL_AGENT_GET;
+            do_read(c);
+        }
+    } else if (strcmp(p, "/v1/leases") == 0) {
+        if (m != HTTP_GET) {
+            method_not_allowed(c);
+            return;
+        }
+        if (parse_consistency(c)) {
+            c->kind = CALL_LEASE_LIST;
+            do_read(c);
+        }
+    } else if (strcmp(p, "/v1/commands") == 0) {
+        if (m == HTTP_GET) {
+            if (parse_consistency(c) && parse_limit(c) && parse_after_id(c) &&
+                parse_command_filters(c)) {
+                c->kind = CALL_COMMAND_LIST;
+                do_read(c);
+            }
+        } else if (m == HTTP_POST) {
+            if (parse_command_write_headers(c)) {
+                route_command_issue(c);
+            }
+        } else {
+            method_not_allowed(c);
+        }
+    } else if (strncmp(p, "/v1/commands/", 13) == 0) {
+        if (m != HTTP_GET && m != HTTP_DELETE) {
+            method_not_allowed(c);
+            return;
+        }
+        if (!parse_path_id(c, p + 13)) {
+            return;
+        }
+        if (m == HTTP_GET) {
+            if (parse_consistency(c)) {
+                c->kind = CALL_COMMAND_GET;
+                do_read(c);
+            }
+        } else if (parse_command_write_headers(c) && parse_force(c)) {
+            c->kind = CALL_COMMAND_CANCEL;
+            do_write(c);
+        }
     } else if (strcmp(p, "/v1/leadership/transfer") == 0) {
         json_t *o;
         json_t *id;
@@ -1390,6 +2627,8 @@ static void handler(struct http_request *req, void *data)
     c->s = s;
     c->req = req;
     c->started_ms = rems_mono_ms();
+    c->state_filter = -1;
+    c->online_filter = -1;
     trace = http_request_header(req, "x-rems-trace-id");
     if (trace != NULL && rems_id_valid(trace)) {
         snprintf(c->trace_id, sizeof c->trace_id, "%s", trace);
