@@ -31,13 +31,19 @@
  * server says the outcome is unknown (503 unavailable, 504 timeout), remsctl
  * prints the id to retry with.
  *
- * Input. `policy put` takes JSON or YAML. Text that parses as a JSON object
- * is sent byte for byte. Anything else is read as YAML through libyaml's
- * event API and converted by yaml_to_json(); events rather than libyaml's
- * document API, because only events tell a plain scalar from one tagged
- * !!str. Plain scalars resolve by the YAML 1.2 core schema. An alias shares
- * the jansson value of its anchor; a node budget bounds alias expansion
- * ("billion laughs") and a depth limit bounds nesting.
+ * Waiting. `command issue --wait` reads the command it issued with stale
+ * reads (any node answers, also without a leader; a final state never
+ * changes once read) every CTL_WAIT_POLL_MS until it has a final state or
+ * the wait runs out, and exits 0 only for acked.
+ *
+ * Input. `policy put` and the manifest of `command issue` take JSON or
+ * YAML. Text that parses as a JSON object is sent byte for byte. Anything
+ * else is read as YAML through libyaml's event API and converted by
+ * yaml_to_json(); events rather than libyaml's document API, because only
+ * events tell a plain scalar from one tagged !!str. Plain scalars resolve by
+ * the YAML 1.2 core schema. An alias shares the jansson value of its anchor;
+ * a node budget bounds alias expansion ("billion laughs") and a depth limit
+ * bounds nesting.
  *
  * Output. Handlers print nothing to stdout until the answer has been checked,
  * so stdout stays empty on errors. Renderers (render_*()) take a parsed
@@ -58,6 +64,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -88,6 +95,10 @@ enum ctl_exit {
 #define CTL_MAX_WORDS 8           /* Command words plus operands. */
 #define CTL_MAX_INPUT (64u << 20) /* Bytes of a policy value file. */
 #define CTL_REQUEST_ID_SIZE 65    /* 64 characters and the terminator. */
+#define CTL_MAX_CMD_ARGS 64 /* --arg of `command issue` (server's limit). */
+#define CTL_TTL_MAX_MS 86400000ULL /* A command lives a day at most. */
+#define CTL_WAIT_POLL_MS 200L      /* --wait: time between two reads. */
+#define CTL_WAIT_MARGIN_MS 10000L  /* --wait: after the TTL, for the expiry. */
 
 /* ------------------------------------------------------------------------
  * Growable buffers
@@ -236,6 +247,15 @@ enum ctl_opt {
     OPT_LIMIT,
     OPT_AFTER,
     OPT_ALL,
+    OPT_ONLINE,
+    OPT_OFFLINE,
+    OPT_AGENT,
+    OPT_STATE,
+    OPT_ARG,
+    OPT_MANIFEST,
+    OPT_TTL,
+    OPT_WAIT,
+    OPT_FORCE,
     OPT_NR
 };
 
@@ -249,6 +269,9 @@ struct opt_spec {
     const char *name; /* Long name, without the leading "--". */
     char short_name;  /* '\0' when none. */
     bool has_value;
+    /* The value may be left out: it is then "--name=VALUE", or the next
+     * word when that is a number. */
+    bool optional_value;
 };
 
 static const struct opt_spec opt_specs[OPT_NR] = {
@@ -268,6 +291,15 @@ static const struct opt_spec opt_specs[OPT_NR] = {
     [OPT_LIMIT] = {"limit", '\0', true},
     [OPT_AFTER] = {"after", '\0', true},
     [OPT_ALL] = {"all", '\0', false},
+    [OPT_ONLINE] = {"online", '\0', false},
+    [OPT_OFFLINE] = {"offline", '\0', false},
+    [OPT_AGENT] = {"agent", '\0', true},
+    [OPT_STATE] = {"state", '\0', true},
+    [OPT_ARG] = {"arg", '\0', true},
+    [OPT_MANIFEST] = {"manifest", '\0', true},
+    [OPT_TTL] = {"ttl", '\0', true},
+    [OPT_WAIT] = {"wait", '\0', true, true},
+    [OPT_FORCE] = {"force", '\0', false, false},
 };
 
 enum ctl_cmd {
@@ -282,6 +314,13 @@ enum ctl_cmd {
     CMD_POLICY_DELETE,
     CMD_POLICY_LIST,
     CMD_AUDIT_LIST,
+    CMD_AGENT_LIST,
+    CMD_AGENT_SHOW,
+    CMD_LEASE_LIST,
+    CMD_COMMAND_ISSUE,
+    CMD_COMMAND_LIST,
+    CMD_COMMAND_SHOW,
+    CMD_COMMAND_CANCEL,
     CMD_NR
 };
 
@@ -374,6 +413,79 @@ static const struct ctl_command commands[CMD_NR] = {
      "  --after INDEX       entries after raft index INDEX (default 0)\n"
      "  --limit N           entries to show, 1-1000 (server default 100)\n"
      "  --stale             answer from the node's own store\n"},
+    {CMD_AGENT_LIST, "agent", "list", "agent list", "",
+     "[--online|--offline] [--limit N] [--after ID] [--all] [--stale]", 0, 0,
+     OPT_BIT(OPT_ONLINE) | OPT_BIT(OPT_OFFLINE) | OPT_BIT(OPT_LIMIT) |
+         OPT_BIT(OPT_AFTER) | OPT_BIT(OPT_ALL) | OPT_BIT(OPT_STALE),
+     false, "List agents",
+     "List the registered agents in id order, one page of at most N.\n\n"
+     "Options:\n"
+     "  --online            only agents that hold a lease\n"
+     "  --offline           only agents that hold none\n"
+     "  --limit N           agents per page, 1-1000 (server default 100)\n"
+     "  --after ID          start after agent ID\n"
+     "  --all               fetch every page, not just the first\n"
+     "  --stale             answer from the node's own store\n"},
+    {CMD_AGENT_SHOW, "agent", "show", "agent show", "ID", "[--stale]", 1, 1,
+     OPT_BIT(OPT_STALE), false, "Show an agent",
+     "Show agent ID: labels, whether it is online, its lease and the last\n"
+     "service states it reported.\n\n"
+     "Options:\n"
+     "  --stale             answer from the node's own store\n"},
+    {CMD_LEASE_LIST, "lease", "list", "lease list", "", "[--stale]", 0, 0,
+     OPT_BIT(OPT_STALE), false, "List agent leases",
+     "List the leases recorded in the log, one per online agent.\n\n"
+     "Options:\n"
+     "  --stale             answer from the node's own store\n"},
+    {CMD_COMMAND_ISSUE, "command", "issue", "command issue",
+     "AGENT ACTION [SERVICE]",
+     "[--arg KEY=VALUE]... [--manifest FILE|-] [--ttl MS] [--wait [SECONDS]]",
+     2, 3,
+     OPT_BIT(OPT_ARG) | OPT_BIT(OPT_MANIFEST) | OPT_BIT(OPT_TTL) |
+         OPT_BIT(OPT_WAIT),
+     true, "Issue a command to an agent",
+     "Issue ACTION to agent AGENT: start, stop, restart, pause, resume or\n"
+     "quarantine SERVICE, or push_manifest or diagnostics (SERVICE\n"
+     "optional). --reason is recorded with the command.\n\n"
+     "Options:\n"
+     "  --arg KEY=VALUE     an argument of the action; repeat for more (at\n"
+     "                      most 64)\n"
+     "  --manifest FILE     push_manifest only, and required there: the\n"
+     "                      manifest, JSON or YAML ('-': standard input)\n"
+     "  --ttl MS            how long the command stays valid, in\n"
+     "                      milliseconds, 1-86400000 (server default 30000)\n"
+     "  --wait [SECONDS]    wait until the command ends and exit 0 only if\n"
+     "                      it was acked; at most SECONDS (default: its TTL\n"
+     "                      plus 10 s)\n"},
+    {CMD_COMMAND_LIST, "command", "list", "command list", "",
+     "[--agent ID] [--state STATE] [--limit N] [--after ID] [--all] "
+     "[--stale]",
+     0, 0,
+     OPT_BIT(OPT_AGENT) | OPT_BIT(OPT_STATE) | OPT_BIT(OPT_LIMIT) |
+         OPT_BIT(OPT_AFTER) | OPT_BIT(OPT_ALL) | OPT_BIT(OPT_STALE),
+     false, "List commands",
+     "List commands in id order, one page of at most N.\n\n"
+     "Options:\n"
+     "  --agent ID          only the commands of agent ID\n"
+     "  --state STATE       only commands in STATE: pending, acked, nacked,\n"
+     "                      expired or cancelled\n"
+     "  --limit N           commands per page, 1-1000 (server default 100)\n"
+     "  --after ID          start after command ID\n"
+     "  --all               fetch every page, not just the first\n"
+     "  --stale             answer from the node's own store\n"},
+    {CMD_COMMAND_SHOW, "command", "show", "command show", "ID", "[--stale]", 1,
+     1, OPT_BIT(OPT_STALE), false, "Show a command",
+     "Show command ID: what was asked, by whom, its state and result.\n\n"
+     "Options:\n"
+     "  --stale             answer from the node's own store\n"},
+    {CMD_COMMAND_CANCEL, "command", "cancel", "command cancel", "ID",
+     "[--force]", 1, 1, OPT_BIT(OPT_FORCE), true, "Cancel a pending command",
+     "Record command ID as cancelled. Refused when it has already ended, and\n"
+     "when the leader sent it to its agent and has no answer yet (it may be\n"
+     "running) unless --force.\n\n"
+     "Options:\n"
+     "  --force             cancel even a command its agent may be running;\n"
+     "                      its late answer is then dropped\n"},
 };
 
 #define WRITE_HELP                                                             \
@@ -428,6 +540,18 @@ struct ctl_args {
     const char *limit;
     const char *after;
     bool all;
+    bool online;
+    bool offline;
+    const char *agent;
+    const char *state;
+    const char *kv[CTL_MAX_CMD_ARGS]; /* --arg values, "KEY=VALUE". */
+    size_t nkv;
+    const char *manifest;
+    bool has_ttl;
+    uint64_t ttl_ms;
+    bool wait;
+    long wait_ms; /* 0: the command's TTL plus CTL_WAIT_MARGIN_MS. */
+    bool force;
 };
 
 static void ctl_args_close(struct ctl_args *a)
@@ -568,6 +692,58 @@ static int timeout_parse(const char *s, long *out_ms)
     return 0;
 }
 
+static const char *const command_states[] = {"pending", "acked", "nacked",
+                                             "expired", "cancelled"};
+
+static const struct {
+    const char *name;
+    bool needs_service;
+} command_actions[] = {
+    {"start", true},          {"stop", true},         {"restart", true},
+    {"pause", true},          {"resume", true},       {"quarantine", true},
+    {"push_manifest", false}, {"diagnostics", false},
+};
+
+/* Store "KEY=VALUE" of --arg: a key of 1-128 bytes, a value of at most
+ * 1024, each key once. */
+static int kv_add(struct ctl_args *a, const char *kv, char *errmsg)
+{
+    const char *eq = strchr(kv, '=');
+    size_t klen = eq != NULL ? (size_t)(eq - kv) : 0;
+    size_t i;
+
+    if (eq == NULL || klen == 0 || klen > 128 || strlen(eq + 1) > 1024) {
+        rems_errmsgf(errmsg,
+                     "invalid --arg '%s' (expected KEY=VALUE, a key of 1-128 "
+                     "bytes and a value of at most 1024)",
+                     kv);
+        return REMS_EINVAL;
+    }
+    for (i = 0; i < a->nkv; i++) {
+        if (strncmp(a->kv[i], kv, klen + 1) == 0) {
+            rems_errmsgf(errmsg, "--arg %.*s is given twice", (int)klen, kv);
+            return REMS_EINVAL;
+        }
+    }
+    if (a->nkv == CTL_MAX_CMD_ARGS) {
+        rems_errmsgf(errmsg, "more than %d --arg", CTL_MAX_CMD_ARGS);
+        return REMS_EINVAL;
+    }
+    a->kv[a->nkv++] = kv;
+    return 0;
+}
+
+/* True when @s is a number, as a value of an option whose value may be
+ * left out must be when it is a separate word. */
+static bool number_like(const char *s)
+{
+    char *end;
+
+    errno = 0;
+    (void)strtod(s, &end);
+    return *s != '\0' && *end == '\0' && errno == 0;
+}
+
 static int store_option(struct ctl_args *a,
                         enum ctl_opt opt,
                         const char *value,
@@ -660,6 +836,66 @@ static int store_option(struct ctl_args *a,
         case OPT_AFTER:
             a->after = value;
             break;
+        case OPT_ONLINE:
+            a->online = true;
+            break;
+        case OPT_OFFLINE:
+            a->offline = true;
+            break;
+        case OPT_AGENT:
+            if (!rems_id_valid(value)) {
+                rems_errmsgf(errmsg,
+                             "invalid agent id '%s' (expected 1-64 "
+                             "characters of [A-Za-z0-9_.:-])",
+                             value);
+                return REMS_EINVAL;
+            }
+            a->agent = value;
+            break;
+        case OPT_STATE: {
+            size_t i;
+            for (i = 0; i < REMS_ARRAY_SIZE(command_states); i++) {
+                if (strcmp(value, command_states[i]) == 0) {
+                    break;
+                }
+            }
+            if (i == REMS_ARRAY_SIZE(command_states)) {
+                rems_errmsgf(errmsg,
+                             "invalid state '%s' (expected pending, acked, "
+                             "nacked, expired or cancelled)",
+                             value);
+                return REMS_EINVAL;
+            }
+            a->state = value;
+            break;
+        }
+        case OPT_ARG:
+            return kv_add(a, value, errmsg);
+        case OPT_MANIFEST:
+            a->manifest = value;
+            break;
+        case OPT_TTL:
+            if (rems_parse_u64(value, &a->ttl_ms) != 0 || a->ttl_ms == 0 ||
+                a->ttl_ms > CTL_TTL_MAX_MS) {
+                rems_errmsgf(errmsg,
+                             "invalid TTL '%s' (expected milliseconds, 1 to "
+                             "86400000)",
+                             value);
+                return REMS_EINVAL;
+            }
+            a->has_ttl = true;
+            break;
+        case OPT_WAIT:
+            a->wait = true;
+            a->wait_ms = 0;
+            if (value != NULL && timeout_parse(value, &a->wait_ms) != 0) {
+                rems_errmsgf(errmsg,
+                             "invalid wait '%s' (expected seconds, more than "
+                             "0 and at most 86400)",
+                             value);
+                return REMS_EINVAL;
+            }
+            break;
         case OPT_HELP:
         case OPT_VERSION:
             break;
@@ -668,6 +904,9 @@ static int store_option(struct ctl_args *a,
             break;
         case OPT_ALL:
             a->all = true;
+            break;
+        case OPT_FORCE:
+            a->force = true;
             break;
         case OPT_NR:
             REMS_ASSERT(false);
@@ -794,6 +1033,58 @@ static int operands_check(const struct ctl_args *a, char *errmsg)
                      a->after);
         return REMS_EINVAL;
     }
+    if (a->online && a->offline) {
+        rems_errmsgf(errmsg, "--online and --offline exclude each other");
+        return REMS_EINVAL;
+    }
+    if ((a->cmd->id == CMD_AGENT_SHOW || a->cmd->id == CMD_COMMAND_ISSUE) &&
+        !rems_id_valid(a->args[0])) {
+        rems_errmsgf(errmsg,
+                     "invalid agent id '%s' (expected 1-64 characters of "
+                     "[A-Za-z0-9_.:-])",
+                     a->args[0]);
+        return REMS_EINVAL;
+    }
+    if ((a->cmd->id == CMD_COMMAND_SHOW || a->cmd->id == CMD_COMMAND_CANCEL) &&
+        !rems_id_valid(a->args[0])) {
+        rems_errmsgf(errmsg,
+                     "invalid command id '%s' (expected 1-64 characters of "
+                     "[A-Za-z0-9_.:-])",
+                     a->args[0]);
+        return REMS_EINVAL;
+    }
+    if (a->cmd->id == CMD_COMMAND_ISSUE) {
+        bool push = strcmp(a->args[1], "push_manifest") == 0;
+        for (i = 0; i < REMS_ARRAY_SIZE(command_actions); i++) {
+            if (strcmp(a->args[1], command_actions[i].name) == 0) {
+                break;
+            }
+        }
+        if (i == REMS_ARRAY_SIZE(command_actions)) {
+            rems_errmsgf(errmsg,
+                         "invalid action '%s' (expected start, stop, "
+                         "restart, pause, resume, quarantine, push_manifest "
+                         "or diagnostics)",
+                         a->args[1]);
+            return REMS_EINVAL;
+        }
+        if (command_actions[i].needs_service && a->nargs < 3) {
+            rems_errmsgf(errmsg, "action '%s' needs a SERVICE", a->args[1]);
+            return REMS_EINVAL;
+        }
+        if (a->nargs == 3 && a->args[2][0] == '\0') {
+            rems_errmsgf(errmsg, "the service may not be empty");
+            return REMS_EINVAL;
+        }
+        if (push && a->manifest == NULL) {
+            rems_errmsgf(errmsg, "push_manifest needs --manifest FILE");
+            return REMS_EINVAL;
+        }
+        if (!push && a->manifest != NULL) {
+            rems_errmsgf(errmsg, "--manifest is only for push_manifest");
+            return REMS_EINVAL;
+        }
+    }
     return 0;
 }
 
@@ -872,7 +1163,11 @@ static int ctl_parse(int argc,
             parse_fail(&failed, errmsg, "unknown option '%s'", arg);
             continue;
         }
-        if (opt_specs[opt].has_value && value == NULL) {
+        if (opt_specs[opt].optional_value && value == NULL) {
+            if (i + 1 < argc && number_like(argv[i + 1])) {
+                value = argv[++i];
+            }
+        } else if (opt_specs[opt].has_value && value == NULL) {
             if (i + 1 == argc) {
                 parse_fail(&failed, errmsg, "option '%s' needs a value", arg);
                 break;
@@ -2111,6 +2406,339 @@ static int render_audit(FILE *out, const json_t *answer)
     return rv;
 }
 
+/* Append @ms, milliseconds since the epoch, as UTC "2026-01-02T03:04:05.678Z";
+ * "-" when it is not a positive integer. */
+static int time_append(struct buf *b, const json_t *ms)
+{
+    struct tm tm;
+    time_t secs;
+    json_int_t v;
+    char text[32];
+
+    if (!json_is_integer(ms) || json_integer_value(ms) <= 0) {
+        return buf_puts(b, "-");
+    }
+    v = json_integer_value(ms);
+    secs = (time_t)(v / 1000);
+    if (gmtime_r(&secs, &tm) == NULL ||
+        strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+        return buf_printf(b, "%" JSON_INTEGER_FORMAT " ms", v);
+    }
+    return buf_printf(b, "%s.%03dZ", text, (int)(v % 1000));
+}
+
+static int table_add_time(struct table *t, const json_t *ms)
+{
+    struct buf b = {0};
+    int rv;
+
+    rv = time_append(&b, ms);
+    if (rv == 0) {
+        rv = table_add(t, b.data);
+    }
+    buf_close(&b);
+    return rv;
+}
+
+/* Print "label:" padded, then the text of @b. */
+static void line_print(FILE *out, const char *label, struct buf *b)
+{
+    sanitize(b->data);
+    fprintf(out, "%-15s%s\n", label, b->data);
+}
+
+/* Print "label:" and then @v as indented JSON on the following lines, or
+ * "label:" and "-" on one line when it is missing or null. */
+static void block_print(FILE *out, const char *label, const json_t *v)
+{
+    if (v == NULL || json_is_null(v)) {
+        fprintf(out, "%-15s-\n", label);
+        return;
+    }
+    fprintf(out, "%s\n", label);
+    if (json_dumpf(v, out, JSON_INDENT(2) | JSON_ENCODE_ANY) != 0) {
+        fputc('-', out);
+    }
+    fputc('\n', out);
+}
+
+static int render_agent_list(FILE *out, const json_t *items)
+{
+    static const char *const headers[] = {"ID", "STATE", "NODE", "REASON",
+                                          "LABELS"};
+    struct table t;
+    const json_t *item;
+    size_t i;
+    int rv;
+
+    table_init(&t, 5);
+    rv = table_headers(&t, headers);
+    json_array_foreach(items, i, item)
+    {
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "id");
+        }
+        if (rv == 0) {
+            rv = table_add(&t, json_is_true(json_object_get(item, "online"))
+                                   ? "online"
+                                   : "offline");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "node_id");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "offline_reason");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "labels");
+        }
+    }
+    if (rv == 0) {
+        table_print(&t, out);
+    }
+    table_close(&t);
+    return rv;
+}
+
+/* "ttl 10000 ms, granted at index 12 (TIME) by node 1", or "-". */
+static int lease_append(struct buf *b, const json_t *lease)
+{
+    int rv;
+
+    if (!json_is_object(lease)) {
+        return buf_puts(b, "-");
+    }
+    rv = buf_puts(b, "ttl ");
+    if (rv == 0) {
+        rv = cell_append(b, json_object_get(lease, "ttl_ms"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(b, " ms, granted at index ");
+    }
+    if (rv == 0) {
+        rv = cell_append(b, json_object_get(lease, "granted_index"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(b, " (");
+    }
+    if (rv == 0) {
+        rv = time_append(b, json_object_get(lease, "granted_ms"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(b, ") by node ");
+    }
+    if (rv == 0) {
+        rv = cell_append(b, json_object_get(lease, "node_id"));
+    }
+    return rv;
+}
+
+/* The leader's view of an agent's link: "connected from PEER, lease N ms
+ * left, K commands in flight", "not connected", or "-" when the answering
+ * node is not the leader. */
+static int live_append(struct buf *b, const json_t *live)
+{
+    const json_t *left = json_object_get(live, "lease_remaining_ms");
+    int rv;
+
+    if (!json_is_object(live)) {
+        return buf_puts(b, "-");
+    }
+    if (!json_is_true(json_object_get(live, "connected"))) {
+        rv = buf_puts(b, "not connected");
+    } else {
+        rv = buf_puts(b, "connected from ");
+        if (rv == 0) {
+            rv = cell_append(b, json_object_get(live, "peer"));
+        }
+    }
+    if (rv == 0 && json_is_integer(left)) {
+        rv = buf_printf(b, ", lease %" JSON_INTEGER_FORMAT " ms left",
+                        json_integer_value(left));
+    }
+    if (rv == 0) {
+        rv = buf_puts(b, ", ");
+    }
+    if (rv == 0) {
+        rv = cell_append(b, json_object_get(live, "commands_in_flight"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(b, " commands in flight");
+    }
+    return rv;
+}
+
+static int render_agent(FILE *out, const json_t *answer)
+{
+    struct buf b = {0};
+    int rv;
+
+    rv = field_print(out, "id:", json_object_get(answer, "id"));
+    if (rv == 0) {
+        rv = field_print(out, "online:", json_object_get(answer, "online"));
+    }
+    if (rv == 0) {
+        rv = field_print(out,
+                         "offline:", json_object_get(answer, "offline_reason"));
+    }
+    if (rv == 0) {
+        rv = field_print(out, "node:", json_object_get(answer, "node_id"));
+    }
+    if (rv == 0) {
+        rv = field_print(
+            out, "registered:", json_object_get(answer, "registered_index"));
+    }
+    if (rv == 0) {
+        rv = field_print(out,
+                         "updated:", json_object_get(answer, "updated_index"));
+    }
+    if (rv == 0) {
+        rv = lease_append(&b, json_object_get(answer, "lease"));
+    }
+    if (rv == 0) {
+        line_print(out, "lease:", &b);
+        b.len = 0;
+        rv = live_append(&b, json_object_get(answer, "live"));
+    }
+    if (rv == 0) {
+        line_print(out, "link:", &b);
+        rv = field_print(out, "labels:", json_object_get(answer, "labels"));
+    }
+    if (rv == 0) {
+        block_print(out, "services:", json_object_get(answer, "services"));
+    }
+    buf_close(&b);
+    return rv;
+}
+
+static int render_lease_list(FILE *out, const json_t *answer)
+{
+    static const char *const headers[] = {"AGENT", "TTL MS", "GRANTED INDEX",
+                                          "GRANTED AT", "NODE"};
+    struct table t;
+    const json_t *item;
+    size_t i;
+    int rv;
+
+    table_init(&t, 5);
+    rv = table_headers(&t, headers);
+    json_array_foreach(json_object_get(answer, "items"), i, item)
+    {
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "agent");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "ttl_ms");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "granted_index");
+        }
+        if (rv == 0) {
+            rv = table_add_time(&t, json_object_get(item, "granted_ms"));
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "node_id");
+        }
+    }
+    if (rv == 0) {
+        table_print(&t, out);
+    }
+    table_close(&t);
+    return rv;
+}
+
+static int render_command_list(FILE *out, const json_t *items)
+{
+    static const char *const headers[] = {"ID",      "AGENT", "ACTION",
+                                          "SERVICE", "STATE", "ISSUED",
+                                          "USER",    "REASON"};
+    static const char *const fields[] = {
+        "id",    "agent",        "action",       "service",
+        "state", "issued_index", "requested_by", "reason"};
+    struct table t;
+    const json_t *item;
+    size_t i;
+    size_t k;
+    int rv;
+
+    table_init(&t, 8);
+    rv = table_headers(&t, headers);
+    json_array_foreach(items, i, item)
+    {
+        for (k = 0; k < REMS_ARRAY_SIZE(fields) && rv == 0; k++) {
+            rv = table_add_field(&t, item, fields[k]);
+        }
+    }
+    if (rv == 0) {
+        table_print(&t, out);
+    }
+    table_close(&t);
+    return rv;
+}
+
+static int render_command(FILE *out, const json_t *answer)
+{
+    static const char *const fields[][2] = {
+        {"id:", "id"},           {"agent:", "agent"}, {"action:", "action"},
+        {"service:", "service"}, {"state:", "state"}, {"result:", "result"},
+        {"args:", "args"},       {"term:", "term"},
+    };
+    const json_t *manifest = json_object_get(answer, "manifest");
+    struct buf b = {0};
+    size_t i;
+    int rv = 0;
+
+    for (i = 0; i < REMS_ARRAY_SIZE(fields) && rv == 0; i++) {
+        rv = field_print(out, fields[i][0],
+                         json_object_get(answer, fields[i][1]));
+    }
+    if (rv == 0) {
+        rv = cell_append(&b, json_object_get(answer, "ttl_ms"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(&b, " ms");
+    }
+    if (rv == 0) {
+        line_print(out, "ttl:", &b);
+        b.len = 0;
+        rv = buf_puts(&b, "index ");
+    }
+    if (rv == 0) {
+        rv = cell_append(&b, json_object_get(answer, "issued_index"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(&b, ", ");
+    }
+    if (rv == 0) {
+        rv = time_append(&b, json_object_get(answer, "issued_ms"));
+    }
+    if (rv == 0) {
+        line_print(out, "issued:", &b);
+        b.len = 0;
+        rv = time_append(&b, json_object_get(answer, "deadline_ms"));
+    }
+    if (rv == 0) {
+        line_print(out, "deadline:", &b);
+        rv = field_print(
+            out, "resolved:", json_object_get(answer, "resolved_index"));
+    }
+    if (rv == 0) {
+        rv = field_print(
+            out, "requested by:", json_object_get(answer, "requested_by"));
+    }
+    if (rv == 0) {
+        rv = field_print(out, "reason:", json_object_get(answer, "reason"));
+    }
+    if (rv == 0) {
+        rv = field_print(out, "trace id:", json_object_get(answer, "trace_id"));
+    }
+    if (rv == 0 && manifest != NULL) {
+        block_print(out, "manifest:", manifest);
+    }
+    buf_close(&b);
+    return rv;
+}
+
 /* One line for a membership change. Only `member transfer` reads the answer
  * (for the new leader); the others say what was asked, which the 2xx
  * status confirmed. */
@@ -2714,26 +3342,31 @@ static int run_policy_get(struct ctl *c)
     return rv;
 }
 
-/* Read the value of `policy put` from -f FILE or standard input. */
-static int put_input(struct ctl *c, struct buf *text)
+/* Read @file, or standard input when it is NULL or "-": the value of
+ * `policy put` or the manifest of `command issue` (@what, for the hint
+ * shown on a terminal). */
+static int
+read_input(struct ctl *c, const char *file, const char *what, struct buf *text)
 {
-    const struct ctl_args *a = c->args;
-    bool use_stdin = a->file == NULL || strcmp(a->file, "-") == 0;
-    const char *source = use_stdin ? "standard input" : a->file;
+    const char *cmd = c->args->cmd->path;
+    bool use_stdin = file == NULL || strcmp(file, "-") == 0;
+    const char *source = use_stdin ? "standard input" : file;
     char errmsg[REMS_ERRMSG_SIZE];
     FILE *f = c->env->in;
     int rv;
 
     if (!use_stdin) {
-        f = fopen(a->file, "rb");
+        f = fopen(file, "rb");
         if (f == NULL) {
-            fprintf(c->env->err, "remsctl: policy put: %s: %s\n", a->file,
+            fprintf(c->env->err, "remsctl: %s: %s: %s\n", cmd, file,
                     strerror(errno));
             return CTL_EXIT_USAGE;
         }
     } else if (isatty(fileno(f))) {
-        fprintf(c->env->err, "remsctl: reading the value from standard input "
-                             "(end it with Ctrl-D)\n");
+        fprintf(c->env->err,
+                "remsctl: reading %s from standard input (end it with "
+                "Ctrl-D)\n",
+                what);
     }
     rv = read_all(f, text, errmsg);
     if (!use_stdin) {
@@ -2743,7 +3376,7 @@ static int put_input(struct ctl *c, struct buf *text)
         return oom_exit(c);
     }
     if (rv != 0) {
-        fprintf(c->env->err, "remsctl: policy put: %s: %s\n", source, errmsg);
+        fprintf(c->env->err, "remsctl: %s: %s: %s\n", cmd, source, errmsg);
         return CTL_EXIT_USAGE;
     }
     return 0;
@@ -2762,7 +3395,7 @@ static int run_policy_put(struct ctl *c)
     bool verbatim = false;
     int rv;
 
-    rv = put_input(c, &text);
+    rv = read_input(c, a->file, "the value", &text);
     if (rv != 0) {
         goto out;
     }
@@ -2827,9 +3460,18 @@ out:
     return rv;
 }
 
-/* GET /v1/policies, every page with --all. The pages' items are joined;
+/* A list that pages with `after` and `next_after` (an id or key). */
+struct list_spec {
+    const char *path; /* "/v1/policies" */
+    const char *what; /* "keys", for the hint that more follow. */
+    /* Append the filters of the command line to the path. */
+    int (*filters)(const struct ctl_args *a, struct buf *path);
+    int (*render)(FILE *out, const json_t *items);
+};
+
+/* GET @spec's list, every page with --all. The pages' items are joined;
  * with -o json the last page is printed with all the items. */
-static int run_policy_list(struct ctl *c)
+static int run_list(struct ctl *c, const struct list_spec *spec)
 {
     const struct ctl_args *a = c->args;
     struct call call = {.method = "GET"};
@@ -2852,8 +3494,7 @@ static int run_policy_list(struct ctl *c)
     }
     for (;;) {
         path.len = 0;
-        if (buf_puts(&path, "/v1/policies") != 0 ||
-            query_add(&path, "prefix", a->prefix) != 0 ||
+        if (buf_puts(&path, spec->path) != 0 || spec->filters(a, &path) != 0 ||
             query_add(&path, "limit", a->limit) != 0 ||
             query_add(&path, "after", after) != 0 ||
             query_add(&path, "consistency", a->stale ? "stale" : NULL) != 0) {
@@ -2904,14 +3545,14 @@ static int run_policy_list(struct ctl *c)
         rv = print_json(c, page);
         goto out;
     }
-    if (render_policy_list(c->env->out, items) != 0) {
+    if (spec->render(c->env->out, items) != 0) {
         rv = oom_exit(c);
         goto out;
     }
     if (json_is_string(next)) {
         fprintf(c->env->err,
-                "remsctl: more keys follow: use --after %s, or --all\n",
-                json_string_value(next));
+                "remsctl: more %s follow: use --after %s, or --all\n",
+                spec->what, json_string_value(next));
     }
 
 out:
@@ -2920,6 +3561,18 @@ out:
     json_decref(items);
     buf_close(&path);
     return rv;
+}
+
+static int policy_filters(const struct ctl_args *a, struct buf *path)
+{
+    return query_add(path, "prefix", a->prefix);
+}
+
+static int run_policy_list(struct ctl *c)
+{
+    static const struct list_spec spec = {"/v1/policies", "keys",
+                                          policy_filters, render_policy_list};
+    return run_list(c, &spec);
 }
 
 static int run_audit_list(struct ctl *c)
@@ -2937,6 +3590,331 @@ static int run_audit_list(struct ctl *c)
         rv = run_get(c, path.data, render_audit);
     }
     buf_close(&path);
+    return rv;
+}
+
+static int agent_filters(const struct ctl_args *a, struct buf *path)
+{
+    return query_add(path, "online",
+                     a->online    ? "true"
+                     : a->offline ? "false"
+                                  : NULL);
+}
+
+static int run_agent_list(struct ctl *c)
+{
+    static const struct list_spec spec = {"/v1/agents", "agents", agent_filters,
+                                          render_agent_list};
+    return run_list(c, &spec);
+}
+
+static int command_filters(const struct ctl_args *a, struct buf *path)
+{
+    int rv = query_add(path, "agent", a->agent);
+    if (rv == 0) {
+        rv = query_add(path, "state", a->state);
+    }
+    return rv;
+}
+
+static int run_command_list(struct ctl *c)
+{
+    static const struct list_spec spec = {"/v1/commands", "commands",
+                                          command_filters, render_command_list};
+    return run_list(c, &spec);
+}
+
+/* GET @base/@id (an agent or command id, safe in a path as it is) and
+ * show it with @render. */
+static int run_show(struct ctl *c,
+                    const char *base,
+                    int (*render)(FILE *out, const json_t *answer))
+{
+    struct buf path = {0};
+    int rv;
+
+    if (buf_printf(&path, "%s/%s", base, c->args->args[0]) != 0 ||
+        query_add(&path, "consistency", c->args->stale ? "stale" : NULL) != 0) {
+        rv = oom_exit(c);
+    } else {
+        rv = run_get(c, path.data, render);
+    }
+    buf_close(&path);
+    return rv;
+}
+
+static int run_lease_list(struct ctl *c)
+{
+    return run_get(
+        c, c->args->stale ? "/v1/leases?consistency=stale" : "/v1/leases",
+        render_lease_list);
+}
+
+static int run_command_cancel(struct ctl *c)
+{
+    struct buf path = {0};
+    json_t *answer = NULL;
+    int rv;
+
+    if (buf_printf(&path, "/v1/commands/%s", c->args->args[0]) != 0 ||
+        query_add(&path, "force", c->args->force ? "true" : NULL) != 0) {
+        rv = oom_exit(c);
+        goto out;
+    }
+    rv = run_write(c, "DELETE", path.data, NULL, &answer);
+    if (rv == 0) {
+        rv = output(c, answer, render_command);
+    }
+
+out:
+    json_decref(answer);
+    buf_close(&path);
+    return rv;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts;
+
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static bool command_ended(const json_t *command)
+{
+    const char *state = json_string_value(json_object_get(command, "state"));
+    return state != NULL && strcmp(state, "pending") != 0;
+}
+
+/* --wait: read the command @issued until it has a final state; on success
+ * *@out owns the last answer. Reads are stale (any node answers, also
+ * during a failover): a final state, once read, is final. A 404 means
+ * that the node read has not applied the issue yet. */
+static int wait_command(struct ctl *c, const json_t *issued, json_t **out)
+{
+    const struct ctl_args *a = c->args;
+    const char *id = json_string_value(json_object_get(issued, "id"));
+    const json_t *ttl = json_object_get(issued, "ttl_ms");
+    struct call call = {.method = "GET"};
+    struct buf path = {0};
+    struct reply r;
+    uint64_t deadline;
+    long wait_ms = a->wait_ms;
+    int rv = 0;
+
+    if (id == NULL || !rems_id_valid(id)) {
+        fprintf(c->env->err, "remsctl: the answer names no command id\n");
+        return CTL_EXIT_FAILED;
+    }
+    if (command_ended(issued)) {
+        *out = json_incref((json_t *)issued);
+        return 0;
+    }
+    if (wait_ms == 0) {
+        wait_ms = (json_is_integer(ttl) && json_integer_value(ttl) > 0
+                       ? (long)json_integer_value(ttl)
+                       : 30000L) +
+                  CTL_WAIT_MARGIN_MS;
+    }
+    deadline = rems_mono_ms() + (uint64_t)wait_ms;
+    if (buf_printf(&path, "/v1/commands/%s?consistency=stale", id) != 0) {
+        return oom_exit(c);
+    }
+    call.path = path.data;
+    for (;;) {
+        uint64_t now = rems_mono_ms();
+        if (now >= deadline) {
+            fprintf(c->env->err,
+                    "remsctl: command %s is still pending after %.1f s; "
+                    "see 'remsctl command show %s'\n",
+                    id, (double)wait_ms / 1000.0, id);
+            rv = CTL_EXIT_FAILED;
+            break;
+        }
+        sleep_ms(deadline - now < (uint64_t)CTL_WAIT_POLL_MS
+                     ? (long)(deadline - now)
+                     : CTL_WAIT_POLL_MS);
+        rv = ctl_call(c, &call, &r);
+        if (rv != 0) {
+            break;
+        }
+        if (r.status == 404) {
+            reply_close(&r);
+            continue;
+        }
+        rv = reply_check(c, &call, &r);
+        if (rv == 0 && command_ended(r.json)) {
+            *out = json_incref(r.json);
+            reply_close(&r);
+            break;
+        }
+        reply_close(&r);
+        if (rv != 0) {
+            break;
+        }
+    }
+    buf_close(&path);
+    return rv;
+}
+
+/* Set @o[@key] to the string @value; false when @value is not UTF-8 (or
+ * out of memory). */
+static bool set_text(json_t *o, const char *key, const char *value)
+{
+    return json_object_set_new(o, key, json_string(value)) == 0;
+}
+
+/* The body of POST /v1/commands, without the manifest. */
+static int issue_body(struct ctl *c, json_t *o)
+{
+    const struct ctl_args *a = c->args;
+    json_t *args = NULL;
+    size_t i;
+
+    if (!set_text(o, "agent", a->args[0]) ||
+        !set_text(o, "action", a->args[1])) {
+        return oom_exit(c);
+    }
+    if (a->nargs == 3 && !set_text(o, "service", a->args[2])) {
+        fprintf(c->env->err,
+                "remsctl: command issue: the service is not valid UTF-8\n");
+        return CTL_EXIT_USAGE;
+    }
+    if (a->nkv > 0) {
+        args = json_object();
+        if (args == NULL || json_object_set_new(o, "args", args) != 0) {
+            return oom_exit(c);
+        }
+    }
+    for (i = 0; i < a->nkv; i++) {
+        const char *eq = strchr(a->kv[i], '=');
+        char *key = rems_strndup(a->kv[i], (size_t)(eq - a->kv[i]));
+        bool ok;
+        if (key == NULL) {
+            return oom_exit(c);
+        }
+        ok = set_text(args, key, eq + 1);
+        rems_free(key);
+        if (!ok) {
+            fprintf(c->env->err,
+                    "remsctl: command issue: --arg %s is not valid UTF-8\n",
+                    a->kv[i]);
+            return CTL_EXIT_USAGE;
+        }
+    }
+    if (a->has_ttl &&
+        json_object_set_new(o, "ttl_ms", json_integer((json_int_t)a->ttl_ms)) !=
+            0) {
+        return oom_exit(c);
+    }
+    if (a->reason != NULL && a->reason[0] != '\0' &&
+        !set_text(o, "reason", a->reason)) {
+        fprintf(c->env->err,
+                "remsctl: command issue: --reason is not valid UTF-8\n");
+        return CTL_EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int run_command_issue(struct ctl *c)
+{
+    const struct ctl_args *a = c->args;
+    char errmsg[REMS_ERRMSG_SIZE];
+    struct call call = {.method = "POST", .path = "/v1/commands"};
+    struct buf text = {0};
+    struct buf body = {0};
+    json_t *manifest = NULL;
+    json_t *o = NULL;
+    json_t *answer = NULL;
+    json_t *final = NULL;
+    const json_t *shown;
+    bool verbatim = false;
+    int rv = 0;
+
+    if (a->manifest != NULL) {
+        rv = read_input(c, a->manifest, "the manifest", &text);
+        if (rv != 0) {
+            goto out;
+        }
+        rv = value_parse(text.data, text.len, &manifest, &verbatim, errmsg);
+        if (rv == REMS_ENOMEM) {
+            rv = oom_exit(c);
+            goto out;
+        }
+        if (rv != 0) {
+            fprintf(c->env->err, "remsctl: command issue: %s: %s\n",
+                    strcmp(a->manifest, "-") != 0 ? a->manifest
+                                                  : "standard input",
+                    rv == REMS_EINVAL
+                        ? "the manifest must be a JSON object or YAML mapping"
+                        : errmsg);
+            rv = CTL_EXIT_USAGE;
+            goto out;
+        }
+    }
+    o = json_object();
+    if (o == NULL) {
+        rv = oom_exit(c);
+        goto out;
+    }
+    rv = issue_body(c, o);
+    if (rv != 0) {
+        goto out;
+    }
+    /* A JSON manifest is sent as written (value_parse() read its integers
+     * as reals), spliced in before the closing brace. */
+    if (manifest != NULL && !verbatim &&
+        json_object_set(o, "manifest", manifest) != 0) {
+        rv = oom_exit(c);
+        goto out;
+    }
+    rv = buf_json(&body, o, JSON_COMPACT);
+    if (rv == 0 && manifest != NULL && verbatim) {
+        body.len--; /* The closing brace. */
+        rv = buf_puts(&body, ",\"manifest\":");
+        if (rv == 0) {
+            rv = buf_append(&body, text.data, text.len);
+        }
+        if (rv == 0) {
+            rv = buf_puts(&body, "}");
+        }
+    }
+    if (rv != 0) {
+        rv = oom_exit(c);
+        goto out;
+    }
+    call.body = body.data;
+    call.body_len = body.len;
+    rv = ctl_fetch(c, &call, &answer);
+    if (rv != 0) {
+        goto out;
+    }
+    if (a->wait) {
+        rv = wait_command(c, answer, &final);
+        if (rv != 0) {
+            goto out;
+        }
+    }
+    shown = final != NULL ? final : answer;
+    rv = output(c, shown, render_command);
+    if (rv == 0 && a->wait &&
+        strcmp(json_string_value(json_object_get(shown, "state")), "acked") !=
+            0) {
+        fprintf(c->env->err, "remsctl: command %s ended %s\n",
+                json_string_value(json_object_get(shown, "id")),
+                json_string_value(json_object_get(shown, "state")));
+        rv = CTL_EXIT_FAILED;
+    }
+
+out:
+    json_decref(final);
+    json_decref(answer);
+    json_decref(o);
+    json_decref(manifest);
+    buf_close(&body);
+    buf_close(&text);
     return rv;
 }
 
@@ -2981,6 +3959,27 @@ static int ctl_run(const struct ctl_args *a, const struct ctl_env *env)
             break;
         case CMD_AUDIT_LIST:
             rv = run_audit_list(&c);
+            break;
+        case CMD_AGENT_LIST:
+            rv = run_agent_list(&c);
+            break;
+        case CMD_AGENT_SHOW:
+            rv = run_show(&c, "/v1/agents", render_agent);
+            break;
+        case CMD_LEASE_LIST:
+            rv = run_lease_list(&c);
+            break;
+        case CMD_COMMAND_ISSUE:
+            rv = run_command_issue(&c);
+            break;
+        case CMD_COMMAND_LIST:
+            rv = run_command_list(&c);
+            break;
+        case CMD_COMMAND_SHOW:
+            rv = run_show(&c, "/v1/commands", render_command);
+            break;
+        case CMD_COMMAND_CANCEL:
+            rv = run_command_cancel(&c);
             break;
         default:
             REMS_ASSERT(false);

@@ -27,7 +27,7 @@
  * Stub HTTP server
  * ------------------------------------------------------------------------ */
 
-#define STUB_MAX 8
+#define STUB_MAX 16
 
 struct stub {
     int fd;
@@ -431,6 +431,146 @@ static void parse_member_commands(void **state)
     ctl_args_close(&a);
 }
 
+static void parse_agent_commands(void **state)
+{
+    struct fixture *f = *state;
+    struct ctl_args a;
+
+    assert_int_equal(PARSE(f, &a, "agent", "list", "--online", "--all",
+                           "--limit", "5", "--after", "a1", "--stale"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_AGENT_LIST);
+    assert_true(a.online);
+    assert_false(a.offline);
+    assert_true(a.all);
+    assert_string_equal(a.limit, "5");
+    assert_string_equal(a.after, "a1");
+    assert_true(a.stale);
+    assert_false(a.cmd->write);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "agent", "show", "edge-1.lab:a"), 0);
+    assert_int_equal(a.cmd->id, CMD_AGENT_SHOW);
+    assert_string_equal(a.args[0], "edge-1.lab:a");
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "lease", "list"), 0);
+    assert_int_equal(a.cmd->id, CMD_LEASE_LIST);
+    ctl_args_close(&a);
+}
+
+static void parse_command_commands(void **state)
+{
+    struct fixture *f = *state;
+    struct ctl_args a;
+
+    assert_int_equal(PARSE(f, &a, "command", "issue", "a1", "restart", "web",
+                           "--arg", "mode=fast", "--arg=x=y=z", "--arg",
+                           "empty=", "--ttl", "5000", "--wait", "--reason",
+                           "roll out"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_COMMAND_ISSUE);
+    assert_true(a.cmd->write);
+    assert_int_equal(a.nargs, 3);
+    assert_string_equal(a.args[0], "a1");
+    assert_string_equal(a.args[1], "restart");
+    assert_string_equal(a.args[2], "web");
+    assert_int_equal(a.nkv, 3);
+    assert_string_equal(a.kv[0], "mode=fast");
+    assert_string_equal(a.kv[1], "x=y=z");
+    assert_string_equal(a.kv[2], "empty=");
+    assert_true(a.has_ttl);
+    assert_int_equal(a.ttl_ms, 5000);
+    assert_true(a.wait);
+    assert_int_equal(a.wait_ms, 0);
+    assert_string_equal(a.reason, "roll out");
+    assert_null(a.manifest);
+    ctl_args_close(&a);
+
+    /* --wait takes a following number, or =SECONDS. */
+    assert_int_equal(
+        PARSE(f, &a, "command", "issue", "a1", "stop", "web", "--wait", "2.5"),
+        0);
+    assert_true(a.wait);
+    assert_int_equal(a.wait_ms, 2500);
+    assert_int_equal(a.nargs, 3);
+    ctl_args_close(&a);
+    assert_int_equal(
+        PARSE(f, &a, "command", "issue", "--wait=3", "a1", "diagnostics"), 0);
+    assert_int_equal(a.wait_ms, 3000);
+    assert_int_equal(a.nargs, 2);
+    ctl_args_close(&a);
+    assert_int_equal(
+        PARSE(f, &a, "command", "issue", "a1", "diagnostics", "--wait", "web"),
+        0);
+    assert_int_equal(a.wait_ms, 0);
+    assert_int_equal(a.nargs, 3);
+    assert_string_equal(a.args[2], "web");
+    assert_false(a.has_ttl);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "command", "issue", "a1", "push_manifest",
+                           "--manifest", "m.yaml", "--request-id", "r-1"),
+                     0);
+    assert_string_equal(a.manifest, "m.yaml");
+    assert_string_equal(a.request_id, "r-1");
+    assert_int_equal(a.nargs, 2);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "command", "list", "--agent", "a1", "--state",
+                           "pending", "--all"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_COMMAND_LIST);
+    assert_string_equal(a.agent, "a1");
+    assert_string_equal(a.state, "pending");
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "command", "show", "c-1", "--stale"), 0);
+    assert_int_equal(a.cmd->id, CMD_COMMAND_SHOW);
+    assert_true(a.stale);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "command", "cancel", "c-1"), 0);
+    assert_int_equal(a.cmd->id, CMD_COMMAND_CANCEL);
+    assert_true(a.cmd->write);
+    assert_false(a.force);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "command", "cancel", "--force", "c-1"), 0);
+    assert_true(a.force);
+    ctl_args_close(&a);
+}
+
+/* At most 64 --arg, the server's limit. */
+static void parse_too_many_command_args(void **state)
+{
+    struct fixture *f = *state;
+    char kv[70][16];
+    char *argv[2 * 70 + 8];
+    struct ctl_args a;
+    int argc = 0;
+    int i;
+
+    argv[argc++] = "remsctl";
+    argv[argc++] = "command";
+    argv[argc++] = "issue";
+    argv[argc++] = "a1";
+    argv[argc++] = "diagnostics";
+    for (i = 0; i < 65; i++) {
+        snprintf(kv[i], sizeof kv[i], "k%d=v", i);
+        argv[argc++] = "--arg";
+        argv[argc++] = kv[i];
+    }
+    argv[argc] = NULL;
+    assert_int_equal(ctl_parse(argc, argv, NULL, NULL, &a, f->errmsg),
+                     REMS_EINVAL);
+    assert_string_equal(f->errmsg, "more than 64 --arg");
+    ctl_args_close(&a);
+    argv[argc - 2] = NULL;
+    assert_int_equal(ctl_parse(argc - 2, argv, NULL, NULL, &a, f->errmsg), 0);
+    assert_int_equal(a.nkv, 64);
+    ctl_args_close(&a);
+}
+
 /* Each usage error names its cause and the usage to show. */
 static void parse_usage_errors(void **state)
 {
@@ -543,6 +683,128 @@ static void parse_usage_errors(void **state)
          "[A-Za-z0-9_.:-])",
          "policy",
          CMD_POLICY_DELETE},
+        {{"agent", "list", "--online", "--offline"},
+         "--online and --offline exclude each other",
+         "agent",
+         CMD_AGENT_LIST},
+        {{"agent", "show", "a b"},
+         "invalid agent id 'a b' (expected 1-64 characters of "
+         "[A-Za-z0-9_.:-])",
+         "agent",
+         CMD_AGENT_SHOW},
+        {{"agent", "show"},
+         "missing arguments (expected ID)",
+         "agent",
+         CMD_AGENT_SHOW},
+        {{"agent", "list", "--arg", "k=v"},
+         "option '--arg' is not valid for 'agent list'",
+         "agent",
+         CMD_AGENT_LIST},
+        {{"lease", "list", "--online"},
+         "option '--online' is not valid for 'lease list'",
+         "lease",
+         CMD_LEASE_LIST},
+        {{"command", "issue", "a1"},
+         "missing arguments (expected AGENT ACTION [SERVICE])",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "start", "web", "extra"},
+         "unexpected argument 'extra'",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a/1", "start", "web"},
+         "invalid agent id 'a/1' (expected 1-64 characters of "
+         "[A-Za-z0-9_.:-])",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "reboot", "web"},
+         "invalid action 'reboot' (expected start, stop, restart, pause, "
+         "resume, quarantine, push_manifest or diagnostics)",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "start"},
+         "action 'start' needs a SERVICE",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "start", "--wait", "30"},
+         "action 'start' needs a SERVICE",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "stop", ""},
+         "the service may not be empty",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "push_manifest"},
+         "push_manifest needs --manifest FILE",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "start", "web", "--manifest", "m.yaml"},
+         "--manifest is only for push_manifest",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "start", "web", "--arg", "novalue"},
+         "invalid --arg 'novalue' (expected KEY=VALUE, a key of 1-128 bytes "
+         "and a value of at most 1024)",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "start", "web", "--arg", "=v"},
+         "invalid --arg '=v' (expected KEY=VALUE, a key of 1-128 bytes and "
+         "a value of at most 1024)",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "start", "--arg=k=1", "--arg", "k=2"},
+         "--arg k is given twice",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "start", "web", "--ttl", "0"},
+         "invalid TTL '0' (expected milliseconds, 1 to 86400000)",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "start", "web", "--ttl", "86400001"},
+         "invalid TTL '86400001' (expected milliseconds, 1 to 86400000)",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "start", "web", "--wait=0"},
+         "invalid wait '0' (expected seconds, more than 0 and at most "
+         "86400)",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "start", "web", "--wait=soon"},
+         "invalid wait 'soon' (expected seconds, more than 0 and at most "
+         "86400)",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "issue", "a1", "start", "web", "--stale"},
+         "option '--stale' is not valid for 'command issue'",
+         "command",
+         CMD_COMMAND_ISSUE},
+        {{"command", "list", "--state", "done"},
+         "invalid state 'done' (expected pending, acked, nacked, expired or "
+         "cancelled)",
+         "command",
+         CMD_COMMAND_LIST},
+        {{"command", "list", "--agent", "a b"},
+         "invalid agent id 'a b' (expected 1-64 characters of "
+         "[A-Za-z0-9_.:-])",
+         "command",
+         CMD_COMMAND_LIST},
+        {{"command", "show", "a/b"},
+         "invalid command id 'a/b' (expected 1-64 characters of "
+         "[A-Za-z0-9_.:-])",
+         "command",
+         CMD_COMMAND_SHOW},
+        {{"command", "show", "c1", "--force"},
+         "option '--force' is not valid for 'command show'",
+         "command",
+         CMD_COMMAND_SHOW},
+        {{"command", "cancel", "c1", "--stale"},
+         "option '--stale' is not valid for 'command cancel'",
+         "command",
+         CMD_COMMAND_CANCEL},
+        {{"command", "show", "c1", "--request-id", "r"},
+         "option '--request-id' is not valid for 'command show'",
+         "command",
+         CMD_COMMAND_SHOW},
         {{"help", "frob"}, "unknown command 'frob'", NULL, -1},
         {{"a", "b", "c", "d", "e", "f", "g"}, "unknown command 'a'", NULL, -1},
     };
@@ -1179,6 +1441,132 @@ static void render_other_answers(void **state)
                  "18     member_add  -           rejected  bob    -\n");
 }
 
+static const char agent_json[] =
+    "{\"id\": \"agent-1\", \"labels\": {\"zone\": \"lab\"}, \"online\": true,"
+    " \"offline_reason\": null, \"node_id\": 2, \"registered_index\": 6,"
+    " \"updated_index\": 7, \"services\": {\"web\": \"running\"},"
+    " \"lease\": {\"ttl_ms\": 10000, \"granted_index\": 7,"
+    " \"granted_ms\": 1795333635484, \"node_id\": 2},"
+    " \"live\": {\"connected\": true, \"peer\": \"127.0.0.1:44258\","
+    " \"lease_remaining_ms\": 9521, \"commands_in_flight\": 1}}";
+
+static const char command_json[] =
+    "{\"id\": \"c-1\", \"agent\": \"agent-1\", \"action\": \"restart\","
+    " \"service\": \"web\", \"args\": {\"mode\": \"fast\"},"
+    " \"state\": \"acked\", \"result\": {\"ok\": \"yes\"}, \"term\": 2,"
+    " \"ttl_ms\": 30000, \"issued_index\": 12,"
+    " \"issued_ms\": 1795333641396, \"deadline_ms\": 1795333671396,"
+    " \"resolved_index\": 13, \"requested_by\": \"alice\","
+    " \"reason\": \"smoke\", \"trace_id\": \"t1\"}";
+
+static const char command_table[] =
+    "id:            c-1\n"
+    "agent:         agent-1\n"
+    "action:        restart\n"
+    "service:       web\n"
+    "state:         acked\n"
+    "result:        {\"ok\":\"yes\"}\n"
+    "args:          {\"mode\":\"fast\"}\n"
+    "term:          2\n"
+    "ttl:           30000 ms\n"
+    "issued:        index 12, 2026-11-22T07:47:21.396Z\n"
+    "deadline:      2026-11-22T07:47:51.396Z\n"
+    "resolved:      13\n"
+    "requested by:  alice\n"
+    "reason:        smoke\n"
+    "trace id:      t1\n";
+
+static void render_agents_and_commands(void **state)
+{
+    (void)state;
+    check_render(render_agent, agent_json,
+                 "id:            agent-1\n"
+                 "online:        true\n"
+                 "offline:       -\n"
+                 "node:          2\n"
+                 "registered:    6\n"
+                 "updated:       7\n"
+                 "lease:         ttl 10000 ms, granted at index 7 "
+                 "(2026-11-22T07:47:15.484Z) by node 2\n"
+                 "link:          connected from 127.0.0.1:44258, lease 9521 "
+                 "ms left, 1 commands in flight\n"
+                 "labels:        {\"zone\":\"lab\"}\n"
+                 "services:\n"
+                 "{\n"
+                 "  \"web\": \"running\"\n"
+                 "}\n");
+    /* Offline, answered by a follower (no live view), nothing reported. */
+    check_render(render_agent,
+                 "{\"id\": \"a2\", \"labels\": {}, \"online\": false,"
+                 " \"offline_reason\": \"expired\", \"node_id\": null,"
+                 " \"registered_index\": 3, \"updated_index\": 9,"
+                 " \"services\": null, \"lease\": null, \"live\": null}",
+                 "id:            a2\n"
+                 "online:        false\n"
+                 "offline:       expired\n"
+                 "node:          -\n"
+                 "registered:    3\n"
+                 "updated:       9\n"
+                 "lease:         -\n"
+                 "link:          -\n"
+                 "labels:        {}\n"
+                 "services:      -\n");
+    check_render(render_agent,
+                 "{\"id\": \"a3\", \"live\": {\"connected\": false,"
+                 " \"peer\": null, \"lease_remaining_ms\": null,"
+                 " \"commands_in_flight\": 0}}",
+                 "id:            a3\n"
+                 "online:        -\n"
+                 "offline:       -\n"
+                 "node:          -\n"
+                 "registered:    -\n"
+                 "updated:       -\n"
+                 "lease:         -\n"
+                 "link:          not connected, 0 commands in flight\n"
+                 "labels:        -\n"
+                 "services:      -\n");
+    check_render(
+        render_lease_list,
+        "{\"items\": [{\"agent\": \"agent-1\", \"ttl_ms\": 10000,"
+        " \"granted_index\": 7, \"granted_ms\": 1795333635484,"
+        " \"node_id\": 2}, {\"agent\": \"b\", \"ttl_ms\": 500,"
+        " \"granted_index\": 70, \"granted_ms\": 0,"
+        " \"node_id\": null}], \"index\": 70}",
+        "AGENT    TTL MS  GRANTED INDEX  GRANTED AT                NODE\n"
+        "agent-1  10000   7              2026-11-22T07:47:15.484Z  2\n"
+        "b        500     70             -                         -\n");
+    check_render(render_command, command_json, command_table);
+    /* A pending push_manifest: its manifest follows. */
+    check_render(render_command,
+                 "{\"id\": \"p\", \"agent\": \"a\", \"action\": "
+                 "\"push_manifest\", \"service\": null, \"args\": {},"
+                 " \"manifest\": {\"n\": 1}, \"state\": \"pending\","
+                 " \"result\": null, \"term\": 4, \"ttl_ms\": 1000,"
+                 " \"issued_index\": 5, \"issued_ms\": 1000,"
+                 " \"deadline_ms\": 2000, \"resolved_index\": null,"
+                 " \"requested_by\": \"anonymous\", \"reason\": \"\","
+                 " \"trace_id\": \"t\"}",
+                 "id:            p\n"
+                 "agent:         a\n"
+                 "action:        push_manifest\n"
+                 "service:       -\n"
+                 "state:         pending\n"
+                 "result:        -\n"
+                 "args:          {}\n"
+                 "term:          4\n"
+                 "ttl:           1000 ms\n"
+                 "issued:        index 5, 1970-01-01T00:00:01.000Z\n"
+                 "deadline:      1970-01-01T00:00:02.000Z\n"
+                 "resolved:      -\n"
+                 "requested by:  anonymous\n"
+                 "reason:        -\n"
+                 "trace id:      t\n"
+                 "manifest:\n"
+                 "{\n"
+                 "  \"n\": 1\n"
+                 "}\n");
+}
+
 static void render_out_of_memory(void **state)
 {
     struct fixture *f = *state;
@@ -1207,6 +1595,47 @@ static void render_out_of_memory(void **state)
     fclose(out);
     free(text);
     json_decref(v);
+}
+
+/* Failing each allocation of the agent and command renderers in turn:
+ * REMS_ENOMEM and no leak, until they succeed. */
+static void render_agent_command_out_of_memory(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        int (*render)(FILE *out, const json_t *answer);
+        const char *json;
+    } cases[] = {
+        {render_agent, agent_json},
+        {render_command, command_json},
+    };
+    size_t i;
+
+    for (i = 0; i < REMS_ARRAY_SIZE(cases); i++) {
+        json_t *v = json_loads(cases[i].json, 0, NULL);
+        char *text = NULL;
+        size_t len = 0;
+        FILE *out = open_memstream(&text, &len);
+        long n;
+        int rv;
+
+        assert_non_null(v);
+        assert_non_null(out);
+        for (n = 0;; n++) {
+            long live = f->heap.live;
+            test_heap_fail_after(&f->heap, n);
+            rv = cases[i].render(out, v);
+            test_heap_fail_after(&f->heap, -1);
+            assert_int_equal(f->heap.live, live);
+            if (rv == 0) {
+                break;
+            }
+            assert_int_equal(rv, REMS_ENOMEM);
+        }
+        fclose(out);
+        free(text);
+        json_decref(v);
+    }
 }
 
 static void api_errors_formatted(void **state)
@@ -1263,6 +1692,17 @@ static void main_help_and_version(void **state)
 
     assert_int_equal(RUN(f, NULL, NULL, "member", "--help"), 0);
     assert_non_null(strstr(f->out, "  member transfer   Transfer leadership"));
+
+    assert_int_equal(RUN(f, NULL, NULL, "--help"), 0);
+    assert_non_null(
+        strstr(f->out, "  command issue     Issue a command to an agent\n"));
+    assert_non_null(strstr(f->out, "  lease list        List agent leases\n"));
+    assert_int_equal(RUN(f, NULL, NULL, "help", "command", "issue"), 0);
+    assert_non_null(strstr(f->out, "usage: remsctl [OPTIONS] command issue "
+                                   "AGENT ACTION [SERVICE] [--arg "
+                                   "KEY=VALUE]... [--manifest FILE|-] [--ttl "
+                                   "MS] [--wait [SECONDS]] [--request-id "
+                                   "ID]\n"));
 }
 
 static void main_usage_error(void **state)
@@ -1627,6 +2067,259 @@ static void main_bad_answer(void **state)
                         "remsctl: 302 unexpected answer: (empty body)\n");
 }
 
+static void main_agents(void **state)
+{
+    struct fixture *f = *state;
+
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"items\": [{\"id\": \"a1\", \"labels\": {\"zone\": "
+                "\"lab\"}, \"online\": false, \"offline_reason\": "
+                "\"expired\", \"node_id\": null}], \"next_after\": \"a1\","
+                " \"index\": 9}");
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"items\": [{\"id\": \"a2\", \"labels\": {}, \"online\":"
+                " false, \"offline_reason\": \"revoked\", \"node_id\": 3}],"
+                " \"next_after\": null, \"index\": 9}");
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"items\": [], \"next_after\": \"a1\", \"index\": 9}");
+    stub_answer(&f->stub, "200 OK", "", agent_json);
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"items\": [{\"agent\": \"agent-1\", \"ttl_ms\": 10000,"
+                " \"granted_index\": 7, \"granted_ms\": 1795333635484,"
+                " \"node_id\": 2}], \"index\": 9}");
+    start_stub(f);
+
+    assert_int_equal(RUN_STUB(f, NULL, "agent", "list", "--offline", "--all",
+                              "--limit", "1"),
+                     0);
+    assert_string_equal(f->out,
+                        "ID  STATE    NODE  REASON   LABELS\n"
+                        "a1  offline  -     expired  {\"zone\":\"lab\"}\n"
+                        "a2  offline  3     revoked  {}\n");
+    assert_string_equal(f->err, "");
+    assert_request_has(f, 0,
+                       "GET /v1/agents?online=false&limit=1 HTTP/1.1\r\n");
+    assert_request_has(
+        f, 1, "GET /v1/agents?online=false&limit=1&after=a1 HTTP/1.1\r\n");
+
+    assert_int_equal(RUN_STUB(f, NULL, "agent", "list", "--online"), 0);
+    assert_string_equal(f->out, "ID  STATE  NODE  REASON  LABELS\n");
+    assert_string_equal(f->err, "remsctl: more agents follow: use --after a1, "
+                                "or --all\n");
+    assert_request_has(f, 2, "GET /v1/agents?online=true HTTP/1.1\r\n");
+
+    assert_int_equal(RUN_STUB(f, NULL, "agent", "show", "agent-1", "--stale"),
+                     0);
+    assert_request_has(f, 3,
+                       "GET /v1/agents/agent-1?consistency=stale HTTP/1.1\r\n");
+    assert_non_null(strstr(f->out, "link:          connected from "
+                                   "127.0.0.1:44258, lease 9521 ms left, 1 "
+                                   "commands in flight\n"));
+
+    assert_int_equal(RUN_STUB(f, NULL, "lease", "list"), 0);
+    assert_request_has(f, 4, "GET /v1/leases HTTP/1.1\r\n");
+    assert_string_equal(f->out,
+                        "AGENT    TTL MS  GRANTED INDEX  GRANTED AT        "
+                        "        NODE\n"
+                        "agent-1  10000   7              "
+                        "2026-11-22T07:47:15.484Z  2\n");
+}
+
+/* The body names the agent, action, service, arguments, TTL and reason;
+ * the audit headers come along. */
+static void main_command_issue(void **state)
+{
+    struct fixture *f = *state;
+
+    stub_answer(&f->stub, "201 Created", "Location: /v1/commands/c-1\r\n",
+                command_json);
+    stub_answer(&f->stub, "201 Created", "", command_json);
+    start_stub(f);
+    assert_int_equal(RUN_STUB(f, NULL, "command", "issue", "agent-1", "restart",
+                              "web", "--arg", "mode=fast", "--arg", "note=a=b",
+                              "--ttl", "5000", "--reason", "smoke", "--user",
+                              "bob", "--request-id", "r-1"),
+                     0);
+    assert_string_equal(f->out, command_table);
+    assert_string_equal(f->err, "");
+    assert_request_has(f, 0, "POST /v1/commands HTTP/1.1\r\n");
+    assert_request_has(f, 0, "\r\nX-Rems-User: bob\r\n");
+    assert_request_has(f, 0, "\r\nX-Rems-Reason: smoke\r\n");
+    assert_request_has(f, 0, "\r\nX-Rems-Request-Id: r-1\r\n");
+    assert_string_equal(request_body(f, 0),
+                        "{\"agent\":\"agent-1\",\"action\":\"restart\","
+                        "\"service\":\"web\",\"args\":{\"mode\":\"fast\","
+                        "\"note\":\"a=b\"},\"ttl_ms\":5000,\"reason\":"
+                        "\"smoke\"}");
+
+    /* Only what was given; -o json prints the answer. */
+    assert_int_equal(RUN_STUB(f, NULL, "command", "issue", "a1", "diagnostics",
+                              "-o", "json"),
+                     0);
+    assert_string_equal(request_body(f, 1),
+                        "{\"agent\":\"a1\",\"action\":\"diagnostics\"}");
+    assert_memory_equal(f->out, "{\n  \"id\": \"c-1\",", 16);
+}
+
+/* A JSON manifest is sent as written; a YAML one converted; a bad one is a
+ * usage error and nothing is sent. */
+static void main_command_issue_manifest(void **state)
+{
+    struct fixture *f = *state;
+    const char *json = "{\"big\": 123456789012345678901234567890}\n";
+    char path[] = "/tmp/remsctl-test-XXXXXX";
+    int fd = mkstemp(path);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+    close(fd);
+    stub_answer(&f->stub, "201 Created", "", command_json);
+    stub_answer(&f->stub, "201 Created", "", command_json);
+    start_stub(f);
+    assert_int_equal(RUN_STUB(f, NULL, "command", "issue", "a1",
+                              "push_manifest", "--manifest", path),
+                     0);
+    unlink(path);
+    assert_string_equal(request_body(f, 0),
+                        "{\"agent\":\"a1\",\"action\":\"push_manifest\","
+                        "\"manifest\":{\"big\": "
+                        "123456789012345678901234567890}\n}");
+
+    assert_int_equal(RUN_STUB(f, "services:\n  web:\n    replicas: 2\n",
+                              "command", "issue", "a1", "push_manifest", "web",
+                              "--manifest", "-"),
+                     0);
+    assert_string_equal(request_body(f, 1),
+                        "{\"agent\":\"a1\",\"action\":\"push_manifest\","
+                        "\"service\":\"web\",\"manifest\":{\"services\":"
+                        "{\"web\":{\"replicas\":2}}}}");
+
+    assert_int_equal(RUN(f, "127.0.0.1:1", "- a\n", "command", "issue", "a1",
+                         "push_manifest", "--manifest", "-"),
+                     CTL_EXIT_USAGE);
+    assert_string_equal(f->err, "remsctl: command issue: standard input: the "
+                                "manifest must be a JSON object or YAML "
+                                "mapping\n");
+    assert_string_equal(f->out, "");
+    assert_int_equal(RUN(f, "127.0.0.1:1", NULL, "command", "issue", "a1",
+                         "push_manifest", "--manifest", "/nonexistent/m.yaml"),
+                     CTL_EXIT_USAGE);
+    assert_string_equal(f->err, "remsctl: command issue: /nonexistent/m.yaml: "
+                                "No such file or directory\n");
+}
+
+#define PENDING_JSON                                                           \
+    "{\"id\": \"c-1\", \"agent\": \"a1\", \"action\": \"restart\","            \
+    " \"service\": \"web\", \"state\": \"pending\", \"ttl_ms\": 30000}"
+
+/* --wait reads the command (stale reads, a 404 while the node has not
+ * applied it yet) until it ends; exit 0 only for acked. */
+static void main_command_wait(void **state)
+{
+    struct fixture *f = *state;
+
+    stub_answer(&f->stub, "201 Created", "", PENDING_JSON);
+    stub_answer(&f->stub, "404 Not Found", "",
+                "{\"error\": {\"code\": \"not_found\", \"message\": \"no "
+                "command with id c-1\", \"field\": \"id\"}}");
+    stub_answer(&f->stub, "200 OK", "", PENDING_JSON);
+    stub_answer(&f->stub, "200 OK", "", command_json);
+    stub_answer(&f->stub, "201 Created", "", PENDING_JSON);
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"id\": \"c-1\", \"state\": \"nacked\", \"result\":"
+                " {\"reason\": \"failed\"}}");
+    start_stub(f);
+
+    assert_int_equal(RUN_STUB(f, NULL, "command", "issue", "a1", "restart",
+                              "web", "--wait", "10"),
+                     0);
+    assert_string_equal(f->out, command_table);
+    assert_string_equal(f->err, "");
+    assert_request_has(f, 1,
+                       "GET /v1/commands/c-1?consistency=stale HTTP/1.1\r\n");
+    assert_request_has(f, 3,
+                       "GET /v1/commands/c-1?consistency=stale HTTP/1.1\r\n");
+    assert_request_lacks(f, 3, "X-Rems-");
+
+    assert_int_equal(RUN_STUB(f, NULL, "command", "issue", "a1", "restart",
+                              "web", "--wait", "-o", "json"),
+                     CTL_EXIT_FAILED);
+    assert_non_null(strstr(f->out, "\"state\": \"nacked\""));
+    assert_string_equal(f->err, "remsctl: command c-1 ended nacked\n");
+}
+
+static void main_command_wait_timeout(void **state)
+{
+    struct fixture *f = *state;
+    int i;
+
+    stub_answer(&f->stub, "201 Created", "", PENDING_JSON);
+    for (i = 0; i < 4; i++) {
+        stub_answer(&f->stub, "200 OK", "", PENDING_JSON);
+    }
+    start_stub(f);
+    assert_int_equal(RUN_STUB(f, NULL, "command", "issue", "a1", "restart",
+                              "web", "--wait=0.3"),
+                     CTL_EXIT_FAILED);
+    assert_string_equal(f->out, "");
+    assert_string_equal(f->err, "remsctl: command c-1 is still pending after "
+                                "0.3 s; see 'remsctl command show c-1'\n");
+    assert_true(f->stub.nrequests >= 2);
+}
+
+static void main_command_list_show_cancel(void **state)
+{
+    struct fixture *f = *state;
+    char *list = NULL;
+    size_t size = strlen(command_json) + 64;
+
+    list = malloc(size);
+    assert_non_null(list);
+    snprintf(list, size, "{\"items\": [%s], \"next_after\": \"c-1\"}",
+             command_json);
+    stub_answer(&f->stub, "200 OK", "", list);
+    free(list);
+    stub_answer(&f->stub, "200 OK", "", command_json);
+    stub_answer(&f->stub, "200 OK", "", command_json);
+    stub_answer(&f->stub, "409 Conflict", "",
+                "{\"error\": {\"code\": \"conflict\", \"message\": "
+                "\"command c-1 has already ended: acked\", \"field\": \"id\","
+                " \"state\": \"acked\"}}");
+    start_stub(f);
+
+    assert_int_equal(RUN_STUB(f, NULL, "command", "list", "--agent", "agent-1",
+                              "--state", "acked", "--limit", "1"),
+                     0);
+    assert_request_has(f, 0,
+                       "GET /v1/commands?agent=agent-1&state=acked&limit=1 "
+                       "HTTP/1.1\r\n");
+    assert_string_equal(f->out,
+                        "ID   AGENT    ACTION   SERVICE  STATE  ISSUED  USER "
+                        "  REASON\n"
+                        "c-1  agent-1  restart  web      acked  12      alice"
+                        "  smoke\n");
+    assert_string_equal(f->err, "remsctl: more commands follow: use --after "
+                                "c-1, or --all\n");
+
+    assert_int_equal(RUN_STUB(f, NULL, "command", "show", "c-1"), 0);
+    assert_request_has(f, 1, "GET /v1/commands/c-1 HTTP/1.1\r\n");
+    assert_string_equal(f->out, command_table);
+
+    assert_int_equal(
+        RUN_STUB(f, NULL, "command", "cancel", "c-1", "--reason", "oops"), 0);
+    assert_request_has(f, 2, "DELETE /v1/commands/c-1 HTTP/1.1\r\n");
+    assert_request_has(f, 2, "\r\nX-Rems-Reason: oops\r\n");
+    assert_request_has(f, 2, "\r\nX-Rems-Request-Id: ");
+    assert_string_equal(f->out, command_table);
+
+    assert_int_equal(RUN_STUB(f, NULL, "command", "cancel", "c-1", "--force"),
+                     CTL_EXIT_FAILED);
+    assert_request_has(f, 3, "DELETE /v1/commands/c-1?force=true HTTP/1.1\r\n");
+    assert_string_equal(f->out, "");
+    assert_string_equal(f->err, "remsctl: 409 conflict: command c-1 has "
+                                "already ended: acked (field: id)\n");
+}
+
 #define TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1636,6 +2329,9 @@ int main(void)
         TEST(parse_environment),
         TEST(parse_option_forms),
         TEST(parse_member_commands),
+        TEST(parse_agent_commands),
+        TEST(parse_command_commands),
+        TEST(parse_too_many_command_args),
         TEST(parse_usage_errors),
         TEST(parse_too_many_words),
         TEST(parse_help_and_version),
@@ -1655,7 +2351,9 @@ int main(void)
         TEST(table_out_of_memory),
         TEST(render_status_table),
         TEST(render_other_answers),
+        TEST(render_agents_and_commands),
         TEST(render_out_of_memory),
+        TEST(render_agent_command_out_of_memory),
         TEST(api_errors_formatted),
         TEST(main_help_and_version),
         TEST(main_usage_error),
@@ -1672,6 +2370,12 @@ int main(void)
         TEST(main_members),
         TEST(main_audit),
         TEST(main_bad_answer),
+        TEST(main_agents),
+        TEST(main_command_issue),
+        TEST(main_command_issue_manifest),
+        TEST(main_command_wait),
+        TEST(main_command_wait_timeout),
+        TEST(main_command_list_show_cancel),
     };
 
     json_set_alloc_funcs(json_heap_malloc, json_heap_free);
