@@ -1687,6 +1687,42 @@ static void serve_metrics(struct call *c)
                     "# TYPE rems_commands_pending gauge\n"
                     "rems_commands_pending %" PRIu64 "\n",
                     counts.online, counts.offline, counts.pending);
+    {
+        struct cluster_agent_metrics am;
+        cluster_node_agent_metrics(c->s->node, &am);
+        rems_buf_printf(
+            &b,
+            "# HELP rems_agent_connections Open agent connections on this "
+            "node, and those welcomed by it as leader.\n"
+            "# TYPE rems_agent_connections gauge\n"
+            "rems_agent_connections{state=\"open\"} %" PRIu64 "\n"
+            "rems_agent_connections{state=\"welcomed\"} %" PRIu64 "\n"
+            "# HELP rems_agent_leases Leases this node holds as leader.\n"
+            "# TYPE rems_agent_leases gauge\n"
+            "rems_agent_leases %" PRIu64 "\n"
+            "# HELP rems_agent_messages_total Agent link events on this "
+            "node.\n"
+            "# TYPE rems_agent_messages_total counter\n"
+            "rems_agent_messages_total{kind=\"hello\"} %" PRIu64 "\n"
+            "rems_agent_messages_total{kind=\"redirect\"} %" PRIu64 "\n"
+            "rems_agent_messages_total{kind=\"refused\"} %" PRIu64 "\n"
+            "rems_agent_messages_total{kind=\"bad_frame\"} %" PRIu64 "\n"
+            "rems_agent_messages_total{kind=\"heartbeat\"} %" PRIu64 "\n"
+            "rems_agent_messages_total{kind=\"ack\"} %" PRIu64 "\n"
+            "rems_agent_messages_total{kind=\"nack\"} %" PRIu64 "\n"
+            "# HELP rems_commands_sent_total Commands sent to agents by "
+            "this node as leader.\n"
+            "# TYPE rems_commands_sent_total counter\n"
+            "rems_commands_sent_total %" PRIu64 "\n"
+            "# HELP rems_expired_total Expiry entries applied while this "
+            "node led.\n"
+            "# TYPE rems_expired_total counter\n"
+            "rems_expired_total{kind=\"command\"} %" PRIu64 "\n"
+            "rems_expired_total{kind=\"lease\"} %" PRIu64 "\n",
+            am.connections, am.connected, am.leases, am.hellos, am.redirects,
+            am.refused, am.bad_frames, am.heartbeats, am.acks, am.nacks,
+            am.commands_sent, am.commands_expired, am.leases_expired);
+    }
     h[0].name = "Content-Type";
     h[0].value = "text/plain; version=0.0.4";
     c->s->requests_by_class[2]++;
