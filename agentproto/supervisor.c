@@ -1343,15 +1343,20 @@ policy(struct sup_svc *svc, bool abnormal, uint64_t ran_ms, const char *what)
               svc->retries, (unsigned long long)delay);
 }
 
-static void backoff_cb(uv_timer_t *t)
+/* The backoff delay set after generation @generation ended is over. */
+static void backoff_due(struct sup_svc *svc, uint64_t generation)
 {
-    struct sup_svc *svc = t->data;
-    if (svc->state != PROTO_STATE_BACKOFF ||
-        svc->timer_gen != svc->generation) {
+    if (svc->state != PROTO_STATE_BACKOFF || generation != svc->generation) {
         return;
     }
     svc->restarts++;
     launch(svc, "restarted");
+}
+
+static void backoff_cb(uv_timer_t *t)
+{
+    struct sup_svc *svc = t->data;
+    backoff_due(svc, svc->timer_gen);
 }
 
 static void launch(struct sup_svc *svc, const char *why)
@@ -1442,16 +1447,22 @@ svc_on_exit(struct sup_svc *svc, uint64_t generation, int64_t status, int sig)
     }
 }
 
-static void kill_cb(uv_timer_t *t)
+/* The stop timeout of generation @generation is over. */
+static void kill_due(struct sup_svc *svc, uint64_t generation)
 {
-    struct sup_svc *svc = t->data;
     struct sup_run *r = svc->run;
     if (svc->state != PROTO_STATE_STOPPING || r == NULL ||
-        r->generation != svc->timer_gen) {
+        r->generation != generation) {
         return;
     }
     r->killed = true;
     kill(-r->pid, SIGKILL);
+}
+
+static void kill_cb(uv_timer_t *t)
+{
+    struct sup_svc *svc = t->data;
+    kill_due(svc, svc->timer_gen);
 }
 
 /* Make the service reach what @after says: stop its process gracefully
@@ -2844,6 +2855,19 @@ void sup__test_health(struct supervisor *s,
     struct sup_svc *svc = svc_find(s, service);
     REMS_ASSERT(svc != NULL);
     svc_health(svc, which, generation, health, "test");
+}
+
+void sup__test_timer(struct supervisor *s,
+                     const char *service,
+                     uint64_t generation)
+{
+    struct sup_svc *svc = svc_find(s, service);
+    REMS_ASSERT(svc != NULL);
+    if (svc->state == PROTO_STATE_BACKOFF) {
+        backoff_due(svc, generation);
+    } else {
+        kill_due(svc, generation);
+    }
 }
 
 int sup__test_pid(struct supervisor *s, const char *service)

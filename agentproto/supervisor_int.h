@@ -131,6 +131,12 @@ void sup__test_health(struct supervisor *s,
                       uint64_t generation,
                       int health);
 
+/* Fire the service's timer as if armed for @generation: the backoff
+ * delay (in backoff) or the stop timeout (in stopping). */
+void sup__test_timer(struct supervisor *s,
+                     const char *service,
+                     uint64_t generation);
+
 /* The pid of the current process of @service, or 0. */
 int sup__test_pid(struct supervisor *s, const char *service);
 

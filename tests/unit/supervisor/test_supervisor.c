@@ -455,6 +455,29 @@ static void put_sh(struct fixture *f,
     sup_spec_free(spec);
 }
 
+/* A spec for "trap <trap> TERM; <rest>" that becomes ready (readiness
+ * exec) only once the trap is set, so that a stop cannot come earlier. */
+static void put_trapped(struct fixture *f,
+                        const char *name,
+                        const char *trap,
+                        const char *rest,
+                        uint64_t stop_timeout_ms)
+{
+    char marker[TEST_TMPDIR_SIZE + 64];
+    char script[1024];
+    char extra[1024];
+    static unsigned seq;
+    snprintf(marker, sizeof marker, "%s/trap-%s-%u", f->dir, name, ++seq);
+    snprintf(script, sizeof script, "trap %s TERM; touch %s; %s", trap, marker,
+             rest);
+    snprintf(extra, sizeof extra,
+             "{\"stop_timeout_ms\":%llu,\"readiness\":{\"type\":\"exec\","
+             "\"command\":[\"/bin/sh\",\"-c\",\"test -e %s\"],"
+             "\"interval_ms\":5}}",
+             (unsigned long long)stop_timeout_ms, marker);
+    put_sh(f, name, script, extra);
+}
+
 static int parse(const char *json, struct sup_service_spec **spec, char *err)
 {
     *spec = NULL;
@@ -663,6 +686,56 @@ static bool wait_file(struct fixture *f, const char *path)
     }
     stop_deadline(f);
     return file_size(path) > 0;
+}
+
+/* Wait until @name's health is @health. */
+static bool wait_health(struct fixture *f, const char *name, int health)
+{
+    start_deadline(f, WAIT_MS);
+    while (cur(f, name).health != health && !f->timed_out) {
+        uv_run(&f->loop, UV_RUN_ONCE);
+    }
+    stop_deadline(f);
+    return cur(f, name).health == health;
+}
+
+/* Wait until every one of the NULL-terminated @needles is in one of the
+ * files <logdir>/<name>.log, .log.1 ... .log.@keep (output is written as
+ * the pipes are read, which may be after the exit was seen). */
+static bool wait_output(struct fixture *f,
+                        const char *name,
+                        unsigned keep,
+                        const char *const *needles)
+{
+    char path[TEST_TMPDIR_SIZE + 64];
+    bool all = false;
+    start_deadline(f, WAIT_MS);
+    while (!all && !f->timed_out) {
+        size_t i;
+        all = true;
+        for (i = 0; needles[i] != NULL && all; i++) {
+            bool found = false;
+            unsigned k;
+            for (k = 0; k <= keep && !found; k++) {
+                char *text;
+                if (k == 0) {
+                    snprintf(path, sizeof path, "%s/%s.log", f->logdir, name);
+                } else {
+                    snprintf(path, sizeof path, "%s/%s.log.%u", f->logdir, name,
+                             k);
+                }
+                text = slurp(path);
+                found = text != NULL && strstr(text, needles[i]) != NULL;
+                free(text);
+            }
+            all = found;
+        }
+        if (!all) {
+            uv_run(&f->loop, UV_RUN_ONCE);
+        }
+    }
+    stop_deadline(f);
+    return all;
 }
 
 /* ------------------------------------------------------------------------
@@ -1306,6 +1379,39 @@ static void stale_generation_ignored(void **state)
     assert_true(wait_state(f, "g", PROTO_STATE_RUNNING, 3, WAIT_MS));
 }
 
+/* The backoff and stop timers of an older generation do nothing. */
+static void stale_timers_ignored(void **state)
+{
+    struct fixture *f = *state;
+    size_t nev;
+    put_sh(f, "b", "exit 3",
+           "{\"backoff\":{\"initial_ms\":60000,\"jitter\":0}}");
+    action(f, "b", SUP_ACTION_START, 0, &f->bg);
+    assert_true(wait_state(f, "b", PROTO_STATE_BACKOFF, 1, WAIT_MS));
+    action(f, "b", SUP_ACTION_START, 0, &f->bg);
+    assert_true(wait_state(f, "b", PROTO_STATE_BACKOFF, 2, WAIT_MS));
+    nev = f->nev;
+    sup__test_timer(f->s, "b", 1);
+    assert_int_equal(f->nev, nev);
+    assert_int_equal(cur(f, "b").generation, 2);
+    sup__test_timer(f->s, "b", 2); /* the current one restarts it */
+    assert_true(wait_gen(f, "b", 3));
+
+    /* Generation 2 ignores SIGTERM (a new spec restarts generation 1). */
+    put_sh(f, "k", "exec sleep 30", NULL);
+    assert_int_equal(action_wait(f, "k", SUP_ACTION_START, 2000), 0);
+    put_trapped(f, "k", "''", "sleep 30 & wait; wait", 60000);
+    assert_true(wait_state(f, "k", PROTO_STATE_RUNNING, 2, WAIT_MS));
+    action(f, "k", SUP_ACTION_STOP, 0, &f->bg);
+    assert_int_equal(cur(f, "k").state, PROTO_STATE_STOPPING);
+    sup__test_timer(f->s, "k", 1);
+    run_for(f, 100);
+    assert_int_equal(cur(f, "k").state, PROTO_STATE_STOPPING);
+    sup__test_timer(f->s, "k", 2);
+    assert_true(wait_state(f, "k", PROTO_STATE_STOPPED, 2, WAIT_MS));
+    assert_int_equal(cur(f, "k").exit_code, 128 + SIGKILL);
+}
+
 /* Readiness (tcp) holds the service in starting until the port listens. */
 static void readiness_gates_running(void **state)
 {
@@ -1447,8 +1553,7 @@ static void fallback_check(void **state)
     assert_true(wait_state(f, "nofb", PROTO_STATE_FAILED, 1, WAIT_MS));
     assert_true(count_events(f, "nofb", SUP_EVENT_STATE, PROTO_STATE_STOPPING,
                              "cannot run: spawn /nonexistent/probe") == 1);
-    run_for(f, 60);
-    assert_int_equal(cur(f, "fb").health, PROTO_HEALTH_HEALTHY);
+    assert_true(wait_health(f, "fb", PROTO_HEALTH_HEALTHY));
     assert_int_equal(cur(f, "fb").state, PROTO_STATE_RUNNING);
     assert_int_equal(cur(f, "fb").generation, 1);
 }
@@ -1470,7 +1575,7 @@ static void exec_checks(void **state)
     assert_true(wait_state(f, "slow", PROTO_STATE_FAILED, 1, WAIT_MS));
     assert_true(count_events(f, "slow", SUP_EVENT_STATE, PROTO_STATE_STOPPING,
                              "timed out after 40 ms") == 1);
-    assert_int_equal(cur(f, "ok").health, PROTO_HEALTH_HEALTHY);
+    assert_true(wait_health(f, "ok", PROTO_HEALTH_HEALTHY));
 }
 
 /* A child that exits on SIGTERM stops at once. */
@@ -1479,10 +1584,8 @@ static void stop_graceful(void **state)
     struct fixture *f = *state;
     uint64_t t0;
     struct cur c;
-    put_sh(f, "gs", "trap 'exit 0' TERM; sleep 30 & wait",
-           "{\"stop_timeout_ms\":5000}");
+    put_trapped(f, "gs", "'exit 0'", "sleep 30 & wait", 5000);
     assert_int_equal(action_wait(f, "gs", SUP_ACTION_START, 2000), 0);
-    run_for(f, 50); /* let the shell install its trap */
     t0 = rems_mono_ms();
     assert_int_equal(action_wait(f, "gs", SUP_ACTION_STOP, 0), 0);
     assert_true(rems_mono_ms() - t0 < 2000);
@@ -1614,7 +1717,10 @@ static void log_capture_rotation(void **state)
            "\"keep\":2}}");
     action(f, "out", SUP_ACTION_START, 0, &f->bg);
     assert_true(wait_state(f, "out", PROTO_STATE_STOPPED, 1, WAIT_MS));
-    run_for(f, 30); /* the pipes drain after the exit */
+    {
+        static const char *const last[] = {"line-299\n", "err-299\n", NULL};
+        assert_true(wait_output(f, "out", 2, last));
+    }
     for (k = 0; k <= 2; k++) {
         if (k == 0) {
             snprintf(path, sizeof path, "%s/out.log", f->logdir);
@@ -1631,24 +1737,6 @@ static void log_capture_rotation(void **state)
     }
     snprintf(path, sizeof path, "%s/out.log.3", f->logdir);
     assert_int_equal(file_size(path), -1);
-    /* The newest lines of both streams are kept. */
-    {
-        bool line = false;
-        bool err = false;
-        for (k = 0; k <= 2; k++) {
-            if (k == 0) {
-                snprintf(path, sizeof path, "%s/out.log", f->logdir);
-            } else {
-                snprintf(path, sizeof path, "%s/out.log.%d", f->logdir, k);
-            }
-            text = slurp(path);
-            line = line || strstr(text, "line-299\n") != NULL;
-            err = err || strstr(text, "err-299\n") != NULL;
-            free(text);
-        }
-        assert_true(line && err);
-    }
-
     rems_buf_init(&b);
     assert_int_equal(supervisor_diagnostics(f->s, "out", 5, &b, f->errmsg), 0);
     d = json_loadb(b.data, b.len, 0, &jerr);
@@ -1921,7 +2009,10 @@ static void runs_as_user(void **state)
            "{\"user\":\"nobody\",\"cwd\":\"/\",\"restart\":\"temporary\"}");
     action(f, "u", SUP_ACTION_START, 0, &f->bg);
     assert_true(wait_state(f, "u", PROTO_STATE_STOPPED, 1, WAIT_MS));
-    run_for(f, 20);
+    {
+        const char *const uid[] = {"uid=", NULL};
+        assert_true(wait_output(f, "u", 0, uid));
+    }
     snprintf(path, sizeof path, "%s/u.log", f->logdir);
     text = slurp(path);
     assert_non_null(text);
@@ -1976,6 +2067,7 @@ int main(void)
         T(fatal_after_retries),
         T(spawn_failure),
         T(stale_generation_ignored),
+        T(stale_timers_ignored),
         T(readiness_gates_running),
         T(action_outcomes),
         T(liveness_restarts),
