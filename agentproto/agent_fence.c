@@ -8,7 +8,7 @@
  *     ids 2
  *     cmd-42-17 42 1716806400123 1716806430123
  *     cmd-43-1 43 1716806500456 1716806530456
- *     crc32 5d1f4a0c
+ *     crc32 f47dce26
  *
  * Each id line is "<id> <term> <accepted_ms> <expires_ms>" (wall clock,
  * milliseconds since the epoch), oldest first. The last line is the CRC-32

@@ -1438,9 +1438,12 @@ svc_on_exit(struct sup_svc *svc, uint64_t generation, int64_t status, int sig)
                 launch(svc, "restarted");
             }
             break;
-        case AFTER_POLICY:
-            policy(svc, true, ran_ms, what);
+        case AFTER_POLICY: {
+            char why[REMS_ERRMSG_SIZE];
+            snprintf(why, sizeof why, "unhealthy, %s", what);
+            policy(svc, true, ran_ms, why);
             break;
+        }
         default:
             set_state(svc, PROTO_STATE_STOPPED, "stopped (%s)", what);
             break;
