@@ -206,6 +206,12 @@ struct agent_link {
     uv_timer_t hb_timer;
     uv_timer_t dead_timer;
     uv_timer_t flush_timer;
+    /* Stall detection (see receipt_ms()): the loop time before each of
+     * the last two waits for I/O, and a timer that bounds those waits. */
+    uv_prepare_t prepare;
+    uv_timer_t pulse_timer;
+    uint64_t wait_prev_ms;
+    uint64_t wait_cur_ms;
     int handles_open;
     agent_link_close_cb close_cb;
     void *close_data;
@@ -236,6 +242,38 @@ static uint64_t now_ms(struct agent_link *l)
 {
     uv_update_time(l->loop);
     return uv_now(l->loop);
+}
+
+/* How often the loop wakes up at least, so that a wait for I/O is never
+ * long while the process runs (see receipt_ms()). */
+#define PULSE_MS 20
+
+static void on_prepare(uv_prepare_t *p)
+{
+    struct agent_link *l = p->data;
+    l->wait_prev_ms = l->wait_cur_ms;
+    l->wait_cur_ms = now_ms(l);
+}
+
+static void on_pulse(uv_timer_t *t)
+{
+    (void)t; /* Waking the loop is all it is for. */
+}
+
+/* The earliest moment the bytes being handled now can have arrived, on
+ * the loop's clock. Data read in this loop iteration arrived after the
+ * previous wait for I/O began: had it been there before, that wait would
+ * have returned it. When the process was stopped (SIGSTOP, a paused VM, a
+ * long fault), a frame may have sat in the socket for the whole stop, and
+ * the time of reading says nothing about it; the start of the previous
+ * wait does, because the stop fell inside or after it. The pulse timer
+ * keeps waits short while the process runs, so this costs at most a few
+ * tens of milliseconds of a command's time in the normal case. */
+static uint64_t receipt_ms(struct agent_link *l)
+{
+    uint64_t now = now_ms(l);
+    return l->wait_prev_ms != 0 && l->wait_prev_ms < now ? l->wait_prev_ms
+                                                         : now;
 }
 
 /* xorshift64*: jitter only, so a weak generator will do. */
@@ -731,7 +769,7 @@ static void on_command(struct agent_link *l, const struct proto_command *pc)
     char id[PROTO_ID_MAX + 1];
     char service[PROTO_SERVICE_MAX + 1];
     char msg[REMS_ERRMSG_SIZE];
-    uint64_t received = now_ms(l);
+    uint64_t received = receipt_ms(l);
     uint64_t elapsed;
     int verdict;
     int rv;
@@ -746,14 +784,17 @@ static void on_command(struct agent_link *l, const struct proto_command *pc)
     rems_log_str(&line, "id", id);
     rems_log_u64(&line, "term", pc->term);
     rems_log_u64(&line, "ttl_remaining_ms", pc->ttl_remaining_ms);
+    rems_log_u64(&line, "waited_ms", now_ms(l) - received);
     rems_log_strn(&line, "action", pc->action_name.p, pc->action_name.len);
     if (service[0] != '\0') {
         rems_log_str(&line, "service", service);
     }
     rems_log_end(&line);
 
-    verdict = agent_fence_check(l->fence, id, pc->term, pc->ttl_remaining_ms, 0,
-                                rems_wall_ms(), msg);
+    /* Time that may already have passed since the frame arrived: a stop
+     * of the process while it waited in the socket (receipt_ms()). */
+    verdict = agent_fence_check(l->fence, id, pc->term, pc->ttl_remaining_ms,
+                                now_ms(l) - received, rems_wall_ms(), msg);
     if (verdict != AGENT_FENCE_ACCEPT) {
         send_nack(l, id, pc->term, verdict, msg);
         return;
@@ -1533,12 +1574,21 @@ int agent_link_open(uv_loop_t *loop,
     uv_timer_init(loop, &l->hb_timer);
     uv_timer_init(loop, &l->dead_timer);
     uv_timer_init(loop, &l->flush_timer);
+    uv_prepare_init(loop, &l->prepare);
+    uv_timer_init(loop, &l->pulse_timer);
     l->retry_timer.data = l;
     l->phase_timer.data = l;
     l->hb_timer.data = l;
     l->dead_timer.data = l;
     l->flush_timer.data = l;
-    l->handles_open = 5;
+    l->prepare.data = l;
+    l->pulse_timer.data = l;
+    uv_prepare_start(&l->prepare, on_prepare);
+    uv_timer_start(&l->pulse_timer, on_pulse, PULSE_MS, PULSE_MS);
+    /* Neither keeps the loop alive on its own. */
+    uv_unref((uv_handle_t *)&l->prepare);
+    uv_unref((uv_handle_t *)&l->pulse_timer);
+    l->handles_open = 7;
 
     *out = l;
     return 0;
@@ -1628,4 +1678,6 @@ void agent_link_close(struct agent_link *l, agent_link_close_cb cb, void *data)
     uv_close((uv_handle_t *)&l->hb_timer, on_timer_closed);
     uv_close((uv_handle_t *)&l->dead_timer, on_timer_closed);
     uv_close((uv_handle_t *)&l->flush_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&l->prepare, on_timer_closed);
+    uv_close((uv_handle_t *)&l->pulse_timer, on_timer_closed);
 }

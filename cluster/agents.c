@@ -511,6 +511,12 @@ static void send_command(struct agent_conn *c,
     int rv;
 
     snprintf(id, sizeof id, "%.*s", (int)cmd->id_len, cmd->id);
+    /* Only to an agent whose lease is live: one whose lease ran out may be
+     * stalled with unread data, and the sweep is about to revoke it. */
+    if (leases_remaining(&a->leases, c->id, rems_mono_ms(), &ttl) != 0 ||
+        ttl == 0) {
+        return;
+    }
     if (c->state != CONN_ACTIVE ||
         id_set_has(c->sent, c->n_sent, id, NULL) ||
         id_set_has(a->expiring, a->n_expiring, id, NULL)) {
@@ -911,7 +917,8 @@ static void on_resolve(struct agent_conn *c, const struct proto_msg *m)
         }
     }
     if (o != NULL) {
-        text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+        /* A text result is a bare JSON string. */
+        text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
         json_decref(o);
     }
     memset(&e, 0, sizeof e);
@@ -997,7 +1004,11 @@ static void on_frame(struct agent_conn *c, const void *frame, size_t len)
         case PROTO_ERROR:
             log_conn(c, REMS_LOG_WARN, "agent_error",
                      proto_error_code_name(m.error.code));
-            conn_close(c, NULL);
+            /* unknown_type: the agent did not understand one message
+             * (a newer node); the link goes on, as docs/protocol.md says. */
+            if (m.error.code != PROTO_ERR_UNKNOWN_TYPE) {
+                conn_close(c, NULL);
+            }
             break;
         default:
             snprintf(errmsg, sizeof errmsg,
