@@ -4,6 +4,8 @@
 #        REMS_TEST_QUICK=1 scripts/test.sh   (normal build only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "== private headers stay in their module" >&2
+bash scripts/check-includes.sh
 echo "== setup" >&2
 bash scripts/setup.sh
 echo "== build (RelWithDebInfo)" >&2
