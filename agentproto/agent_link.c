@@ -843,6 +843,18 @@ static void on_command(struct agent_link *l, const struct proto_command *pc)
         send_nack(l, id, pc->term, PROTO_NACK_EXPIRED, msg);
         return;
     }
+    /* The execution record (what the partition-testing harness checks
+     * invariants 4-6 against): the action begins now. */
+    rems_log_begin(&line, REMS_LOG_INFO, "command_started");
+    rems_log_str(&line, "id", id);
+    rems_log_u64(&line, "term", pc->term);
+    rems_log_u64(&line, "ttl_remaining_ms", pc->ttl_remaining_ms);
+    rems_log_u64(&line, "elapsed_ms", elapsed);
+    rems_log_strn(&line, "action", pc->action_name.p, pc->action_name.len);
+    if (service[0] != '\0') {
+        rems_log_str(&line, "service", service);
+    }
+    rems_log_end(&line);
     switch (pc->action) {
         case PROTO_ACTION_DIAGNOSTICS:
             if (service[0] == '\0') {

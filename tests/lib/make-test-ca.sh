@@ -14,6 +14,8 @@
 #   agent-2.{key,pem}      client certificate, CN host-42 and
 #                          SAN URI rems://agent/agent-2
 #   other-agent.{key,pem}  CN agent-1, signed by the other CA
+#   <id>.{key,pem}         for every id in $REMS_TEST_AGENTS (space
+#                          separated): client certificate, CN <id>
 #   expired.{key,pem}      CN agent-3, valid in January 2020 only
 #   revoked.{key,pem}      CN agent-4, revoked in crl.pem
 #   bad-id.{key,pem}       CN "not valid!", which is no valid agent id
@@ -144,6 +146,9 @@ agent_ext "$out/long-uri.ext" \
 issue "$out/site-ca" node1 node1.rems.test "$out/node1.ext"
 issue "$out/site-ca" agent-1 agent-1 "$out/agent.ext"
 issue "$out/site-ca" agent-2 host-42 "$out/agent-2.ext"
+for id in ${REMS_TEST_AGENTS:-}; do
+    issue "$out/site-ca" "$id" "$id" "$out/agent.ext"
+done
 issue "$out/other-ca" other-agent agent-1 "$out/agent.ext"
 issue "$out/site-ca" expired agent-3 "$out/agent.ext" \
     -startdate 20200101000000Z -enddate 20200201000000Z
