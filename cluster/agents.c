@@ -511,6 +511,12 @@ static void send_command(struct agent_conn *c,
     int rv;
 
     snprintf(id, sizeof id, "%.*s", (int)cmd->id_len, cmd->id);
+    /* raft may have stepped down since the last tick: ask it, not the
+     * flag the tick keeps (invariant 1: only the leader sends). */
+    if (raft_state(&n->raft) != RAFT_LEADER ||
+        raft_current_term(&n->raft) != a->term) {
+        return;
+    }
     /* Only to an agent whose lease is live: one whose lease ran out may be
      * stalled with unread data, and the sweep is about to revoke it. */
     if (leases_remaining(&a->leases, c->id, rems_mono_ms(), &ttl) != 0 ||
