@@ -7,6 +7,9 @@
   certainly failed present, from the final reads of the set workload.
 - ``check_stale_reads``: a node's stale reads never go back (X-Rems-Index),
   except across a wipe of its data directory.
+- ``check_commands``: invariants 4-7 (commands at most once, never late,
+  never from a lower term, only committed ones, each with one final state)
+  from the agents' execution records and the final command log.
 """
 
 import json
@@ -267,3 +270,295 @@ def combine(checkers):
     if any(v == "unknown" for v in vals):
         return "unknown"
     return True
+
+
+# ---------------------------------------------------------------------------
+# Commands (invariants 4-7 of docs/ARCHITECTURE.md, section 6)
+
+FINAL_STATES = ("acked", "nacked", "expired", "cancelled")
+
+
+def parse_ts_ms(ts):
+    """Milliseconds since the epoch of a log line's ``ts``
+    (``2026-11-22T04:45:43.650Z``), or None."""
+    import calendar
+    import datetime
+    if not isinstance(ts, str):
+        return None
+    try:
+        d = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return None
+    return calendar.timegm(d.timetuple()) * 1000 + d.microsecond // 1000
+
+
+def clock_windows(events, wall_base_ns, lead_s=10.0, tail_s=1.0):
+    """Wall-clock intervals [(start_ms, stop_ms, text)] during which some
+    node may have run under libfaketime: from the clock nemesis's
+    start-clock event (widened by lead_s before it: the node is restarted
+    under faketime before the event is recorded) to its stop-clock event
+    (plus tail_s); a window never stopped lasts to the end."""
+    out = []
+    open_ = []
+    end = max([ev.get("time", 0) for ev in events] + [0])
+    for ev in events:
+        if ev.get("process") != NEMESIS:
+            continue
+        if ev.get("f") == "start-clock":
+            open_.append(ev)
+        elif ev.get("f") == "stop-clock" and open_:
+            # Each clock window holds one node; stops come in start order
+            # per node, and one kind runs one window at a time.
+            st = open_.pop(0)
+            out.append((st["time"], ev["time"], st.get("value")))
+    for st in open_:
+        out.append((st["time"], end, st.get("value")))
+    return [((wall_base_ns + s) / 1e6 - lead_s * 1000,
+             (wall_base_ns + e) / 1e6 + tail_s * 1000, str(text))
+            for s, e, text in out]
+
+
+def _overlaps(windows, a, b):
+    for s, e, text in windows:
+        if s <= b and a <= e:
+            return text
+    return None
+
+
+def check_commands(events, command_log, agent_logs, skew_ms=500,
+                   margin_ms=100, allowance_ms=250, wall_base_ns=0,
+                   settle=None, examples=10):
+    """Invariants 4-7 for the commands workload.
+
+    events: the history (``command`` operations, whose invoke carries
+    ``wall_ms``, and nemesis events); command_log: every command of the
+    final ``GET /v1/commands`` (None: it could not be read); agent_logs:
+    {agent id: [parsed log records, in file order, restarts included]};
+    wall_base_ns: the wall clock (ns since the epoch) of history time 0.
+
+    - 4: no (agent, id) has two ``command_started`` records.
+    - 5: for each start, ``elapsed_ms < ttl_remaining_ms`` (the agent's own
+      rule); and, in the harness's time base, the start's ``ts`` is before
+      the POST's invoke wall time + ttl_ms + skew + margin + allowance. A
+      start later than that whose [invoke, start] span meets a clock window
+      is excused (ADR 0004 assumes bounded skew); one that is not excused
+      but is within the leader's recorded ``deadline_ms`` (+ allowance),
+      with ``issued_ms`` after the invoke and no clock fault, was proposed
+      late (the leader proposed after the POST was sent: the deadline runs
+      from there) and is counted, not failed. The leader's ``deadline_ms``
+      (the machine's one real clock outside clock windows) is also checked
+      on its own: a start after it is a violation unless excused.
+    - 6: per agent, the terms of successive starts never decrease.
+    - 7: every command an agent received or started is in the final log
+      (committed), and is that agent's; no command of the log is pending
+      and each has one final state; every ok POST's command is in the log
+      (else a lost acknowledged write); no POST that certainly failed is in
+      the log, and nothing is in it that the harness never posted.
+
+    Counted, not failing: starts whose command ended expired, nacked or
+    cancelled; commands acked without a start (split by the ack's
+    ``duplicate`` mark).
+    """
+    ops = [o for o in pair_ops(events) if o["f"] == "command"]
+    posted = {}
+    for o in ops:
+        v = o["invoke"].get("value") or {}
+        posted[v.get("id")] = o
+    outcome = {"ok": 0, "fail": 0, "info": 0, "incomplete": 0}
+    for o in ops:
+        outcome[o["type"] or "incomplete"] += 1
+    windows = clock_windows(events, wall_base_ns)
+    res = {"valid": True, "posted": len(ops), "post_outcomes": outcome,
+           "clock_windows": len(windows), "allowance_ms": allowance_ms,
+           "max_clock_skew_ms": skew_ms, "send_margin_ms": margin_ms}
+    if settle is not None:
+        res["settle"] = settle
+    viol = {k: [] for k in (
+        "4_double_start", "5_agent_rule", "5_late_vs_invoke",
+        "5_late_vs_deadline", "6_term_decreased", "7_uncommitted_started",
+        "7_uncommitted_received", "7_wrong_agent", "7_unknown_id",
+        "7_pending_at_end", "7_bad_state", "7_lost_acknowledged",
+        "7_failed_present", "7_never_posted")}
+    counted = {k: [] for k in (
+        "5_excused_by_clock", "5_late_proposal", "started_then_expired",
+        "started_then_nacked", "started_then_cancelled",
+        "acked_not_started_duplicate", "acked_not_started_other")}
+
+    if command_log is None:
+        res["valid"] = "unknown"
+        res["reason"] = "the command log could not be read"
+        log_by_id = {}
+    else:
+        log_by_id = {c.get("id"): c for c in command_log}
+        states = {}
+        for c in command_log:
+            st = c.get("state")
+            states[st] = states.get(st, 0) + 1
+            if st == "pending":
+                viol["7_pending_at_end"].append({"id": c.get("id"),
+                                                 "agent": c.get("agent")})
+            elif st not in FINAL_STATES:
+                viol["7_bad_state"].append({"id": c.get("id"), "state": st})
+            if c.get("id") not in posted:
+                viol["7_never_posted"].append({"id": c.get("id")})
+            else:
+                o = posted[c.get("id")]
+                if o["type"] == "fail":
+                    viol["7_failed_present"].append({
+                        "id": c.get("id"),
+                        "post": o["complete"].get("error"),
+                        "index": o["complete"]["index"],
+                        "state": st})
+        res["log"] = {"commands": len(command_log), "states": states}
+        for cid, o in posted.items():
+            if o["type"] == "ok" and cid not in log_by_id:
+                viol["7_lost_acknowledged"].append({
+                    "id": cid, "index": o["complete"]["index"],
+                    "node": o["node"]})
+        res["indeterminate_in_log"] = sum(
+            1 for cid, o in posted.items()
+            if o["type"] in ("info", None) and cid in log_by_id)
+
+    # Agents' records.
+    started = {}          # (agent, id) -> [records]
+    per_agent = {}
+    nack_reasons = {}
+    for agent, recs in sorted(agent_logs.items()):
+        st = {"started": 0, "received": 0, "acks": 0, "nacks": 0,
+              "agent_starts": 0}
+        last_term = None
+        for rec in recs:
+            ev = rec.get("event")
+            if ev == "agent_started":
+                st["agent_starts"] += 1
+            elif ev == "command_received":
+                st["received"] += 1
+                cid = rec.get("id")
+                c = log_by_id.get(cid)
+                if command_log is not None and c is None:
+                    viol["7_uncommitted_received"].append({
+                        "agent": agent, "id": cid, "ts": rec.get("ts"),
+                        "term": rec.get("term")})
+                elif c is not None and c.get("agent") != agent:
+                    viol["7_wrong_agent"].append({
+                        "agent": agent, "id": cid, "owner": c.get("agent"),
+                        "record": "command_received", "ts": rec.get("ts")})
+            elif ev == "command_ack":
+                st["acks"] += 1
+            elif ev == "command_nack":
+                st["nacks"] += 1
+                r = rec.get("reason")
+                nack_reasons[r] = nack_reasons.get(r, 0) + 1
+            if ev != "command_started":
+                continue
+            st["started"] += 1
+            cid = rec.get("id")
+            term = rec.get("term")
+            started.setdefault((agent, cid), []).append(rec)
+            # 6: terms never go down on one agent.
+            if isinstance(term, int):
+                if last_term is not None and term < last_term:
+                    viol["6_term_decreased"].append({
+                        "agent": agent, "id": cid, "term": term,
+                        "after_term": last_term, "ts": rec.get("ts")})
+                last_term = term if last_term is None else \
+                    max(last_term, term)
+            # 5, the agent's own rule.
+            ttl_rem = rec.get("ttl_remaining_ms")
+            elapsed = rec.get("elapsed_ms")
+            if not (isinstance(ttl_rem, int) and isinstance(elapsed, int)
+                    and elapsed < ttl_rem):
+                viol["5_agent_rule"].append({
+                    "agent": agent, "id": cid, "elapsed_ms": elapsed,
+                    "ttl_remaining_ms": ttl_rem, "ts": rec.get("ts")})
+            # 7: committed, and this agent's.
+            c = log_by_id.get(cid)
+            if command_log is not None and c is None:
+                viol["7_uncommitted_started"].append({
+                    "agent": agent, "id": cid, "ts": rec.get("ts"),
+                    "term": term})
+            elif c is not None and c.get("agent") != agent:
+                viol["7_wrong_agent"].append({
+                    "agent": agent, "id": cid, "owner": c.get("agent"),
+                    "record": "command_started", "ts": rec.get("ts")})
+            # 5, in the harness's time base and the leader's.
+            o = posted.get(cid)
+            t = parse_ts_ms(rec.get("ts"))
+            if o is None:
+                viol["7_unknown_id"].append({"agent": agent, "id": cid,
+                                             "ts": rec.get("ts")})
+                continue
+            inv = o["invoke"]
+            ttl = (inv.get("value") or {}).get("ttl_ms")
+            wall = inv.get("wall_ms")
+            if t is None or not isinstance(ttl, int) or \
+                    not isinstance(wall, int):
+                continue
+            bound = wall + ttl + skew_ms + margin_ms + allowance_ms
+            excuse = _overlaps(windows, wall, t)
+            detail = {"agent": agent, "id": cid, "ts": rec.get("ts"),
+                      "invoke_wall_ms": wall, "ttl_ms": ttl,
+                      "late_by_ms": t - bound, "term": term,
+                      "post": o["type"]}
+            if c is not None:
+                detail["issued_ms"] = c.get("issued_ms")
+                detail["deadline_ms"] = c.get("deadline_ms")
+            dl = c.get("deadline_ms") if c is not None else None
+            if isinstance(dl, int) and t > dl + allowance_ms:
+                d = dict(detail, after_deadline_ms=t - dl)
+                if excuse:
+                    counted["5_excused_by_clock"].append(
+                        dict(d, check="deadline_ms", clock=excuse))
+                else:
+                    viol["5_late_vs_deadline"].append(d)
+            if t > bound:
+                if excuse:
+                    counted["5_excused_by_clock"].append(
+                        dict(detail, check="invoke", clock=excuse))
+                elif isinstance(dl, int) and t <= dl + allowance_ms and \
+                        isinstance(c.get("issued_ms"), int) and \
+                        c["issued_ms"] >= wall:
+                    counted["5_late_proposal"].append(
+                        dict(detail, proposed_after_ms=c["issued_ms"] -
+                             wall))
+                else:
+                    viol["5_late_vs_invoke"].append(detail)
+        per_agent[agent] = st
+    # 4: at most once, over each agent's whole log.
+    for (agent, cid), recs in sorted(started.items()):
+        if len(recs) > 1:
+            viol["4_double_start"].append({
+                "agent": agent, "id": cid, "starts": len(recs),
+                "ts": [r.get("ts") for r in recs],
+                "terms": [r.get("term") for r in recs]})
+    # Counted: how started commands ended, and acks without a start.
+    started_ids = set(cid for (_, cid) in started)
+    for cid in sorted(started_ids):
+        c = log_by_id.get(cid)
+        st = c.get("state") if c else None
+        if st in ("expired", "nacked", "cancelled"):
+            counted["started_then_" + st].append({
+                "id": cid, "agent": c.get("agent"),
+                "result": c.get("result")})
+    for c in command_log or []:
+        if c.get("state") != "acked" or c.get("id") in started_ids:
+            continue
+        r = c.get("result")
+        dup = isinstance(r, dict) and r.get("duplicate") is True
+        counted["acked_not_started_duplicate" if dup else
+                "acked_not_started_other"].append({
+                    "id": c.get("id"), "agent": c.get("agent"),
+                    "result": r})
+    res["agents"] = per_agent
+    res["nack_reasons"] = nack_reasons
+    res["started"] = sum(len(v) for v in started.values())
+    res["started_commands"] = len(started_ids)
+    res["violations"] = {k: len(v) for k, v in viol.items()}
+    res["violation_examples"] = {k: v[:examples] for k, v in viol.items()
+                                 if v}
+    res["counted"] = {k: len(v) for k, v in counted.items()}
+    res["counted_examples"] = {k: v[:examples] for k, v in counted.items()
+                               if v}
+    if any(viol.values()):
+        res["valid"] = False
+    return res

@@ -17,12 +17,14 @@ import traceback
 
 from . import VERSION
 from . import checkers, nemesis as nem, net as netmod, report, scenarios
+from . import agents as agentsmod
 from . import workloads
 from .history import History
 from .nodes import Cluster, faketime_lib
 
 JEPSEN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(JEPSEN_DIR)
+MAKE_TEST_CA = os.path.join(REPO, "tests", "lib", "make-test-ca.sh")
 FINAL_PROCESS_BASE = 1000000
 
 
@@ -41,7 +43,7 @@ def parse_args(argv):
     p.add_argument("--nemesis", default="partition,kill",
                    help="comma-separated: partition,kill,pause,clock,member "
                         "or none (default partition,kill)")
-    p.add_argument("--workload", choices=("register", "set"),
+    p.add_argument("--workload", choices=("register", "set", "commands"),
                    default="register")
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--seed", type=int, default=None,
@@ -49,6 +51,26 @@ def parse_args(argv):
                         "printed)")
     p.add_argument("--remsd", default=os.path.join(REPO, "build", "api",
                                                    "remsd"))
+    p.add_argument("--agent-bin", default=None,
+                   help="rems-agent, for the commands workload (default: "
+                        "agentproto/rems-agent of the build that holds "
+                        "--remsd)")
+    p.add_argument("--services", type=int, default=3,
+                   help="commands workload: services s1..sN per agent "
+                        "(default 3)")
+    p.add_argument("--command-actions", default="start,stop,restart",
+                   help="commands workload: actions to draw from (default "
+                        "start,stop,restart)")
+    p.add_argument("--command-ttl", default="2000,8000",
+                   help="commands workload: MIN,MAX ttl_ms (default "
+                        "2000,8000)")
+    p.add_argument("--lease-ttl-ms", type=int, default=3000)
+    p.add_argument("--agent-heartbeat-ms", type=int, default=500)
+    p.add_argument("--max-clock-skew-ms", type=int, default=500)
+    p.add_argument("--send-margin-ms", type=int, default=100)
+    p.add_argument("--deadline-allowance-ms", type=int, default=250,
+                   help="commands checker: added to every deadline bound "
+                        "(delivery, log timestamps; default 250)")
     p.add_argument("--lincheck", default=None,
                    help="rems-lincheck (default build/jepsen/rems-lincheck; "
                         "the register check is skipped when the default is "
@@ -221,6 +243,31 @@ def check_recovery(cluster, timeout):
     return last
 
 
+def settle_commands(cluster, agents, history, opts, log):
+    """After the heal: wait until no command is pending (or every issued
+    command's deadline plus slack has passed), read the command log, stop
+    the agents (SIGTERM) and read their logs."""
+    deadlines = []
+    for ev in history.events:
+        if ev.get("f") == "command" and ev.get("type") == "invoke" and \
+                isinstance(ev.get("wall_ms"), int):
+            deadlines.append(ev["wall_ms"] + ev["value"]["ttl_ms"])
+    until = max(deadlines + [time.time() * 1000]) + \
+        opts.max_clock_skew_ms + opts.send_margin_ms + 30000
+    settle = workloads.wait_commands_settled(cluster, until, log)
+    log("commands: %s after %.1fs (%d polls)" % (
+        "none pending" if settle["settled"] else
+        "%d still pending" % len(settle["pending"] or []),
+        settle["seconds"], settle["polls"]))
+    command_log, err = workloads.read_command_log(cluster)
+    if command_log is None:
+        log("commands: could not read the command log: %s" % err)
+    else:
+        log("commands: %d in the command log" % len(command_log))
+    agents.stop_all()
+    return command_log, agents.read_logs(), settle
+
+
 def log_errors(cluster, limit=20):
     """warn/error lines of the node logs (for the results)."""
     out = {}
@@ -263,6 +310,30 @@ def run_test(opts, log):
         lincheck = os.path.abspath(opts.lincheck)
         if not os.access(lincheck, os.X_OK):
             raise HarnessError("rems-lincheck not found: %s" % lincheck)
+    agent_bin = None
+    if opts.workload == "commands":
+        agent_bin = opts.agent_bin or os.path.join(
+            os.path.dirname(os.path.dirname(remsd)), "agentproto",
+            "rems-agent")
+        agent_bin = os.path.abspath(agent_bin)
+        if not os.access(agent_bin, os.X_OK):
+            raise HarnessError("rems-agent not found or not executable: %s "
+                               "(build it, or give --agent-bin)" % agent_bin)
+        if not os.access(MAKE_TEST_CA, os.R_OK):
+            raise HarnessError("%s not found" % MAKE_TEST_CA)
+        try:
+            lo, hi = (int(x) for x in opts.command_ttl.split(","))
+        except ValueError:
+            raise HarnessError("--command-ttl: expected MIN,MAX")
+        if not 1 <= lo <= hi:
+            raise HarnessError("--command-ttl: need 1 <= MIN <= MAX")
+        acts = [x.strip() for x in opts.command_actions.split(",")
+                if x.strip()]
+        if not acts or any(a not in ("start", "stop", "restart")
+                           for a in acts):
+            raise HarnessError("--command-actions: any of start,stop,restart")
+        if not 1 <= opts.services <= 20:
+            raise HarnessError("--services must be 1-20")
     if opts.seed is None:
         opts.seed = random.SystemRandom().randrange(1, 2 ** 31)
     if "clock" in nemeses and faketime_lib() is None:
@@ -300,6 +371,17 @@ def run_test(opts, log):
     shutil.copy2(remsd, remsd_copy)
     cluster = Cluster(net, opts.nodes, remsd_copy, run_dir, state, opts,
                       log)
+    agents = None
+    services = ["s%d" % i for i in range(1, opts.services + 1)]
+    if opts.workload == "commands":
+        agent_copy = os.path.join(run_dir, "bin", "rems-agent")
+        shutil.copy2(agent_bin, agent_copy)
+        certs = os.path.join(run_dir, "certs")
+        agents = agentsmod.Agents(cluster, net, run_dir, state, agent_copy,
+                                  certs, services, log)
+        cluster.agent_tls = agentsmod.make_certs(
+            MAKE_TEST_CA, certs, agents.ids,
+            os.path.join(run_dir, "certs.log"))
     clients = []
     stop_clients = threading.Event()
     nemesis = None
@@ -324,10 +406,22 @@ def run_test(opts, log):
             raise HarnessError("no leader elected within 60 s of start; see "
                                "the node logs in %s" % run_dir)
         log("cluster up, leader %s" % leader.name)
+        if agents is not None:
+            agents.write_configs()
+            agents.start_all()
+            view, ok = agents.wait_online(60)
+            if not ok:
+                raise HarnessError("agents not all online 60 s after their "
+                                   "start (leader's view: %s); see the "
+                                   "a*.log files in %s" % (view, run_dir))
+            log("agents %s online (rems-agent %s, services %s)" % (
+                " ".join(agents.ids), agent_bin, " ".join(services)))
 
         history = History(os.path.join(run_dir, "history.jsonl"),
                           os.path.join(run_dir, "history.edn"))
         cluster.start_monitor(history)
+        if agents is not None:
+            agents.start_monitor(history)
         active_nemeses = [k for k in nemeses if k not in skipped]
         schedule = nem.make_schedule(opts.seed, active_nemeses, opts.time,
                                      fault=fault, heal=heal)
@@ -338,7 +432,9 @@ def run_test(opts, log):
         counters = workloads.Counters()
         clients = workloads.make_clients(opts.workload, cluster, history,
                                          opts, stop_clients, counters,
-                                         "%d-%d" % (opts.seed, run))
+                                         "%d-%d" % (opts.seed, run),
+                                         agents=agents.ids if agents
+                                         else (), services=services)
         nemesis.start()
         for c in clients:
             c.start()
@@ -372,10 +468,14 @@ def run_test(opts, log):
                               if recovery["valid"] else recovery["reason"]))
         final = None
         reader = workloads.FinalReader(cluster, history, FINAL_PROCESS_BASE)
+        command_log = agent_logs = settle = None
         if opts.workload == "register":
             reader.register(["r%d" % i for i in range(opts.keys)])
-        else:
+        elif opts.workload == "set":
             final = reader.set()
+        else:
+            command_log, agent_logs, settle = settle_commands(
+                cluster, agents, history, opts, log)
         cluster.stop_monitor()
         history.close()
         c = counters.snapshot()
@@ -392,9 +492,18 @@ def run_test(opts, log):
                 lincheck, os.path.join(run_dir, "history.jsonl"),
                 os.path.join(run_dir, "lincheck.json"),
                 opts.lincheck_timeout, events=events, log=log)
-        else:
+        elif opts.workload == "set":
             chk["set"] = checkers.check_set(events, final)
             chk["set"]["final_read_errors"] = final.get("errors", [])
+        else:
+            chk["commands"] = checkers.check_commands(
+                events, command_log, agent_logs,
+                skew_ms=opts.max_clock_skew_ms,
+                margin_ms=opts.send_margin_ms,
+                allowance_ms=opts.deadline_allowance_ms,
+                wall_base_ns=history.t0_wall_ns, settle=settle)
+            with open(os.path.join(run_dir, "commands.json"), "w") as fh:
+                json.dump(command_log, fh, indent=0)
         chk["leader-per-term"] = checkers.check_leaders(
             checkers.read_logs(run_dir, names),
             sorted(cluster.leader_claims))
@@ -403,9 +512,9 @@ def run_test(opts, log):
             "valid": not counters.unexpected,
             "count": len(counters.unexpected),
             "first": counters.unexpected[:20]}
-        chk["crashes"] = {"valid": not cluster.crashes,
-                          "count": len(cluster.crashes),
-                          "crashes": cluster.crashes}
+        crashes = cluster.crashes + (agents.crashes if agents else [])
+        chk["crashes"] = {"valid": not crashes, "count": len(crashes),
+                          "crashes": crashes}
         chk["recovery"] = recovery
         verdict = checkers.combine(chk)
         ops = checkers.op_counts(events)
@@ -429,6 +538,16 @@ def run_test(opts, log):
                      "mode": net.mode, "remsd": remsd, "lincheck": lincheck,
                      "harness_version": VERSION, "build": binfo,
                      "argv": sys.argv[1:],
+                     "agents": {"bin": agent_bin, "ids": agents.ids,
+                                "services": services,
+                                "actions": opts.command_actions,
+                                "ttl_ms": opts.command_ttl,
+                                "lease_ttl_ms": opts.lease_ttl_ms,
+                                "agent_heartbeat_ms":
+                                    opts.agent_heartbeat_ms,
+                                "max_clock_skew_ms": opts.max_clock_skew_ms,
+                                "send_margin_ms": opts.send_margin_ms}
+                     if agents else None,
                      "duration_s": round(events[-1]["time"] / 1e9, 1)
                      if events else 0},
             "ops": ops,
@@ -478,6 +597,16 @@ def run_test(opts, log):
                                                              [])))
             elif k == "crashes":
                 extra = "%d" % v.get("count", 0)
+            elif k == "commands":
+                extra = "%d posted, %d in the log, %d started; " \
+                    "violations %s; counted %s" % (
+                        v.get("posted", 0),
+                        v.get("log", {}).get("commands", 0),
+                        v.get("started", 0),
+                        {a: b for a, b in v.get("violations", {}).items()
+                         if b} or "none",
+                        {a: b for a, b in v.get("counted", {}).items()
+                         if b} or "none")
             log("checker %-22s %s %s" % (k + ":", v.get("valid"),
                                          extra.strip().replace("\n", " ")))
         log("ops: %d invoked, %d ok, %d fail, %d info; artifacts in %s"
@@ -500,6 +629,8 @@ def run_test(opts, log):
             pass
         if history is not None:
             history.close()
+        if agents is not None:
+            agents.stop_all()
         cluster.stop_all()
         try:
             net.teardown()
@@ -509,6 +640,7 @@ def run_test(opts, log):
         if not opts.keep:
             shutil.rmtree(os.path.join(run_dir, "data"), ignore_errors=True)
             shutil.rmtree(os.path.join(run_dir, "bin"), ignore_errors=True)
+            shutil.rmtree(os.path.join(run_dir, "certs"), ignore_errors=True)
         for node in cluster.nodes:
             try:
                 os.unlink(os.path.join(run_dir, "faketime-%s" % node.name))

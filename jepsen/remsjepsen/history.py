@@ -144,6 +144,9 @@ class History:
     def __init__(self, jsonl_path=None, edn_path=None, t0_ns=None):
         self.lock = threading.Lock()
         self.t0 = time.monotonic_ns() if t0_ns is None else t0_ns
+        # The wall clock (ns since the epoch) of time 0, to compare history
+        # times with wall-clock log timestamps.
+        self.t0_wall_ns = time.time_ns() - (time.monotonic_ns() - self.t0)
         self.events = []
         self._jsonl = open(jsonl_path, "w", encoding="utf-8") \
             if jsonl_path else None

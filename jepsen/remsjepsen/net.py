@@ -14,8 +14,11 @@ fallback) inside each node's namespace, dropping input from the grudged nodes'
 addresses only, never from the bridge's .1 (the clients). Heal deletes the
 table.
 
+The agent listener (only with the commands workload) is port 7201 in every
+namespace.
+
 Local mode (no root, or namespaces unavailable): every node on 127.0.0.1 with
-free ports; no partitions.
+free ports (raft, API, agent listener); no partitions.
 
 Every run registers itself in a state file (registry_dir()/run-X.json) with
 its owner pid, namespaces, links and node pids, so that the watchdog, a later
@@ -400,12 +403,12 @@ class LocalNetwork:
         used = set()
         for n in self.names:
             ports = []
-            while len(ports) < 2:
+            while len(ports) < 3:
                 p = free_port()
                 if p not in used:
                     used.add(p)
                     ports.append(p)
-            self.addrs[n] = ("127.0.0.1", ports[0], ports[1])
+            self.addrs[n] = ("127.0.0.1", ports[0], ports[1], ports[2])
 
     def setup(self):
         pass
@@ -418,6 +421,9 @@ class LocalNetwork:
 
     def api_port(self, name):
         return self.addrs[name][2]
+
+    def agent_port(self, name):
+        return self.addrs[name][3]
 
     def exec_prefix(self, name):
         return []
@@ -437,6 +443,7 @@ class NetnsNetwork:
     supports_partition = True
     RAFT_PORT = 7001
     API_PORT = 7101
+    AGENT_PORT = 7201
 
     def __init__(self, run, names, state):
         self.run = run
@@ -463,6 +470,9 @@ class NetnsNetwork:
 
     def api_port(self, name):
         return self.API_PORT
+
+    def agent_port(self, name):
+        return self.AGENT_PORT
 
     def exec_prefix(self, name):
         return ["ip", "netns", "exec", self.ns[name]]

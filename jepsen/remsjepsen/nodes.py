@@ -76,6 +76,7 @@ class Node:
         self.host = None
         self.raft_port = None
         self.api_port = None
+        self.agent_port = None
         self.data_dir = None
         self.log_path = None
         self.proc = None
@@ -99,6 +100,10 @@ class Node:
         return "%s:%d" % (self.host, self.api_port)
 
     @property
+    def agent_address(self):
+        return "%s:%d" % (self.host, self.agent_port)
+
+    @property
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
@@ -118,6 +123,7 @@ class Cluster:
             node.host = net.host(node.name)
             node.raft_port = net.raft_port(node.name)
             node.api_port = net.api_port(node.name)
+            node.agent_port = net.agent_port(node.name)
             node.data_dir = os.path.join(run_dir, "data", node.name)
             node.log_path = os.path.join(run_dir, node.name + ".log")
             self.nodes.append(node)
@@ -133,6 +139,9 @@ class Cluster:
         self.history = None
         self.max_faulted = max(0, (n - 1) // 2)
         self.closing = False
+        # With agents (the commands workload): {"cert", "key", "ca"} of the
+        # nodes' agent listeners; None: no listener.
+        self.agent_tls = None
 
     # -- processes -------------------------------------------------------
 
@@ -147,6 +156,16 @@ class Cluster:
                 "--snapshot-threshold", str(self.opts.snapshot_threshold),
                 "--snapshot-trailing", str(self.opts.snapshot_threshold),
                 "--log-level", self.opts.log_level]
+        if self.agent_tls:
+            args += ["--agent-address", node.agent_address,
+                     "--tls-cert", self.agent_tls["cert"],
+                     "--tls-key", self.agent_tls["key"],
+                     "--tls-ca", self.agent_tls["ca"],
+                     "--lease-ttl-ms", str(self.opts.lease_ttl_ms),
+                     "--agent-heartbeat-ms",
+                     str(self.opts.agent_heartbeat_ms),
+                     "--max-clock-skew-ms", str(self.opts.max_clock_skew_ms),
+                     "--send-margin-ms", str(self.opts.send_margin_ms)]
         if node.joined:
             args += ["--join", node.join_via]
         else:

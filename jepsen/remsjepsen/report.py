@@ -23,7 +23,7 @@ NEMESIS_COLORS = {"partition": "#5b8def", "kill": "#d9534f",
                   "pause": "#9b59b6", "clock": "#e67e22",
                   "member": "#16a085"}
 F_COLORS = {"read": "#1f77b4", "write": "#2ca02c", "cas": "#9467bd",
-            "stale-read": "#17becf", "add": "#2ca02c"}
+            "stale-read": "#17becf", "add": "#2ca02c", "command": "#8c564b"}
 NODE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
 

@@ -1,5 +1,6 @@
 """Clients: threads that call a random node's admin API, one operation at
 a time, and record each operation's invoke and completion in the history.
+Workloads: register, set and commands (CommandClient, below).
 
 How outcomes are recorded (``fail`` means "certainly had no effect"):
 
@@ -310,10 +311,150 @@ class SetClient(Client):
             self.complete(inv, "fail", elem, why)
 
 
-def make_clients(workload, cluster, history, opts, stop_ev, counters, tag):
+class CommandClient(Client):
+    """Issues commands (``f`` "command") to random agents through random
+    nodes. Every command has an id chosen here, unique in the run, so that
+    even one whose POST got no answer can be found in the command log and in
+    the agents' execution records.
+
+    value: {"id", "agent", "action", "service", "ttl_ms"}; the invoke also
+    carries ``wall_ms``, the harness's wall clock (ms since the epoch) just
+    before the request left, for the deadline check. ``ok`` (201) carries
+    the leader's ``term``, ``issued_ms`` and ``deadline_ms``.
+
+    201 -> ok; the connection could not be opened, or 503 ``no_leader``
+    (never proposed) -> fail; any 4xx (the agent is registered and the id
+    fresh: 404 or 409 would be a contract break) -> info, counted as
+    unexpected; timeouts, resets, other 5xx -> info.
+    """
+
+    def __init__(self, *a, agents=(), services=(), **kw):
+        super().__init__(*a, **kw)
+        self.agents = list(agents)
+        self.services = list(services)
+        self.actions = [x.strip() for x in
+                        self.opts.command_actions.split(",") if x.strip()]
+        lo, hi = (int(x) for x in self.opts.command_ttl.split(","))
+        self.ttl = (lo, hi)
+        self.k = 0
+
+    def step(self):
+        rng = self.rng
+        node = self.pick_node()
+        agent = self.agents[rng.randrange(len(self.agents))]
+        service = self.services[rng.randrange(len(self.services))]
+        action = self.actions[rng.randrange(len(self.actions))]
+        ttl = rng.randint(*self.ttl)
+        self.k += 1
+        cid = "rj-%s-c%d-%d" % (self.run_tag, self.worker, self.k)
+        value = {"id": cid, "agent": agent, "action": action,
+                 "service": service, "ttl_ms": ttl}
+        wall = time.time_ns() // 1000000
+        inv = self.history.append({"type": "invoke", "process": self.process,
+                                   "f": "command", "value": value,
+                                   "node": node.name, "wall_ms": wall})
+        body = dict(value)
+        body["reason"] = "jepsen"
+        h = {"X-Rems-Request-Id": self.request_id(), "X-Rems-User": "jepsen"}
+        r = self.cluster.call(node, "POST", "/v1/commands", body=body,
+                              headers=h, timeout=self.opts.timeout)
+        if r.status == 201:
+            extra = {}
+            if isinstance(r.body, dict):
+                for k in ("term", "issued_ms", "deadline_ms"):
+                    if k in r.body:
+                        extra[k] = r.body[k]
+            self.complete(inv, "ok", value, extra=extra)
+        elif (r.status is None and r.phase == "connect") or \
+                (r.status == 503 and r.error_code() == "no_leader"):
+            self.complete(inv, "fail", value, _err(r))
+        else:
+            out = self.complete(inv, "info", value, _err(r))
+            if r.status is not None and 400 <= r.status < 500:
+                self.counters.add_unexpected({
+                    "index": out["index"], "f": "command",
+                    "node": inv["node"], "status": r.status,
+                    "body": r.raw[:300].decode("utf-8", "replace")})
+
+
+def make_clients(workload, cluster, history, opts, stop_ev, counters, tag,
+                 agents=(), services=()):
+    if workload == "commands":
+        return [CommandClient(w, cluster, history, opts, stop_ev, counters,
+                              tag, agents=agents, services=services)
+                for w in range(opts.concurrency)]
     cls = RegisterClient if workload == "register" else SetClient
     return [cls(w, cluster, history, opts, stop_ev, counters, tag)
             for w in range(opts.concurrency)]
+
+
+# ---------------------------------------------------------------------------
+# The command log, after the heal
+
+def _leader_or_any(cluster):
+    b = cluster.find_leader(timeout=1.0)
+    if b:
+        return b[0]
+    live = cluster.live_nodes()
+    return live[0] if live else None
+
+
+def wait_commands_settled(cluster, until_wall_ms, log=None, poll=1.0):
+    """Poll GET /v1/commands?state=pending (linearizable, on the leader)
+    until no command is pending, or the wall clock passed until_wall_ms
+    (every issued command's deadline plus slack). Returns {"settled",
+    "seconds", "pending" (ids still pending at the last answer), "polls"}."""
+    t0 = time.monotonic()
+    last = None
+    polls = 0
+    while True:
+        node = _leader_or_any(cluster)
+        if node is not None:
+            r = cluster.call(node, "GET",
+                             "/v1/commands?state=pending&limit=1000",
+                             timeout=5.0)
+            polls += 1
+            if r.status == 200 and isinstance(r.body, dict):
+                last = [x.get("id") for x in r.body.get("items", [])]
+                if not last:
+                    return {"settled": True, "polls": polls, "pending": [],
+                            "seconds": round(time.monotonic() - t0, 1)}
+        if time.time() * 1000 > until_wall_ms:
+            return {"settled": False, "polls": polls, "pending": last,
+                    "seconds": round(time.monotonic() - t0, 1)}
+        time.sleep(poll)
+
+
+def read_command_log(cluster, timeout=60.0, page=1000):
+    """Every command, by pages of GET /v1/commands (linearizable, on the
+    leader). Returns (items, None) or (None, error)."""
+    deadline = time.monotonic() + timeout
+    err = "no node answered"
+    while time.monotonic() < deadline:
+        node = _leader_or_any(cluster)
+        if node is None:
+            time.sleep(1.0)
+            continue
+        items = []
+        after = None
+        ok = True
+        while True:
+            path = "/v1/commands?limit=%d" % page
+            if after:
+                path += "&after=" + after
+            r = cluster.call(node, "GET", path, timeout=10.0)
+            if r.status != 200 or not isinstance(r.body, dict):
+                err = "%s: %s" % (node.name, _err(r))
+                ok = False
+                break
+            items += r.body.get("items", [])
+            after = r.body.get("next_after")
+            if not after:
+                break
+        if ok:
+            return items, None
+        time.sleep(1.0)
+    return None, err
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from remsjepsen import checkers, history, net, nemesis, nodes  # noqa: E402
+from remsjepsen import agents, checkers, history, net  # noqa: E402
+from remsjepsen import nemesis, nodes  # noqa: E402
 from remsjepsen.history import History, Keyword, edn, edn_line  # noqa: E402
 
 
@@ -640,6 +641,292 @@ class MiscTest(unittest.TestCase):
         r = checkers.check_linearizable("/nonexistent/rems-lincheck",
                                         "/tmp/h.jsonl", "/tmp/l.json", 10)
         self.assertEqual(r["valid"], "skipped")
+
+
+# ---------------------------------------------------------------------------
+# The commands checker
+
+BASE_MS = 1795330000000          # wall clock of history time 0
+MS = 1000000                     # history time is in ns
+
+
+def ts(ms):
+    """A log timestamp for wall-clock ms."""
+    import datetime
+    d = datetime.datetime.fromtimestamp(ms / 1000.0,
+                                        datetime.timezone.utc)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (ms % 1000)
+
+
+def post(process, cid, agent, t_ms, done_ms, typ="ok", ttl=4000,
+         action="restart", service="s1", error=None):
+    """A command POST invoked at t_ms, completed at done_ms (history times
+    in ms; the invoke's wall clock is BASE_MS + t_ms)."""
+    v = {"id": cid, "agent": agent, "action": action, "service": service,
+         "ttl_ms": ttl}
+    inv = {"type": "invoke", "process": process, "f": "command", "value": v,
+           "node": "n1", "time": t_ms * MS, "wall_ms": BASE_MS + t_ms}
+    done = {"type": typ, "process": process, "f": "command", "value": v,
+            "node": "n1", "time": done_ms * MS}
+    if error:
+        done["error"] = error
+    return [inv, done]
+
+
+def logged(cid, agent, state, t_ms, ttl=4000, term=2, result=None):
+    """A command of the final log, issued at history time t_ms."""
+    return {"id": cid, "agent": agent, "action": "restart", "service": "s1",
+            "state": state, "result": result, "term": term, "ttl_ms": ttl,
+            "issued_ms": BASE_MS + t_ms, "deadline_ms": BASE_MS + t_ms + ttl}
+
+
+def started(cid, t_ms, term=2, ttl_rem=3000, elapsed=5):
+    return {"ts": ts(BASE_MS + t_ms), "level": "info", "node": "a1",
+            "event": "command_started", "id": cid, "term": term,
+            "ttl_remaining_ms": ttl_rem, "elapsed_ms": elapsed,
+            "action": "restart", "service": "s1"}
+
+
+def received(cid, t_ms, term=2):
+    return {"ts": ts(BASE_MS + t_ms), "event": "command_received",
+            "id": cid, "term": term, "ttl_remaining_ms": 3000}
+
+
+def agent_started(t_ms):
+    return {"ts": ts(BASE_MS + t_ms), "event": "agent_started"}
+
+
+class CommandsCheckerTest(unittest.TestCase):
+    """A valid run, then one violation of each kind on top of it."""
+
+    def setUp(self):
+        evs = []
+        evs += post(0, "c1", "a1", 1000, 1050)             # acked
+        evs += post(1, "c2", "a2", 1100, 1150)             # expired
+        evs += post(2, "c3", "a1", 1200, 1250)             # nacked
+        evs += post(3, "c4", "a1", 1300, 4300, typ="info",
+                    error="timeout")                       # acked, dup
+        evs += post(4, "c5", "a1", 1400, 1410, typ="fail",
+                    error="503 no_leader")                 # never proposed
+        evs += post(8, "c6", "a2", 1500, 4500, typ="info",
+                    error="timeout")                       # never proposed
+        self.events = evs
+        self.log = [
+            logged("c1", "a1", "acked", 1010, result={}),
+            logged("c2", "a2", "expired", 1110),
+            logged("c3", "a1", "nacked", 1210,
+                   result={"reason": "failed", "message": "superseded"}),
+            logged("c4", "a1", "acked", 1310, term=3,
+                   result={"duplicate": True}),
+        ]
+        self.agents = {
+            "a1": [agent_started(0),
+                   received("c1", 1020), started("c1", 1025),
+                   received("c3", 1220), started("c3", 1222),
+                   received("c4", 1320, term=3), started("c4", 1321, term=3),
+                   agent_started(2000),
+                   received("c4", 2100, term=3)],
+            "a2": [agent_started(0)],
+        }
+
+    def check(self, events=None, log=None, agents=None):
+        return checkers.check_commands(
+            build(self.events if events is None else events),
+            self.log if log is None else log,
+            self.agents if agents is None else agents,
+            skew_ms=500, margin_ms=100, allowance_ms=250,
+            wall_base_ns=BASE_MS * MS)
+
+    def test_valid(self):
+        r = self.check()
+        self.assertIs(r["valid"], True, r["violation_examples"])
+        self.assertEqual(r["posted"], 6)
+        self.assertEqual(r["post_outcomes"], {"ok": 3, "fail": 1, "info": 2,
+                                              "incomplete": 0})
+        self.assertEqual(r["started"], 3)
+        self.assertEqual(r["log"]["states"], {"acked": 2, "expired": 1,
+                                              "nacked": 1})
+        self.assertEqual(r["indeterminate_in_log"], 1)
+        self.assertEqual(r["counted"]["started_then_nacked"], 1)
+        self.assertEqual(r["counted"]["acked_not_started_duplicate"], 0)
+        self.assertEqual(r["agents"]["a1"]["agent_starts"], 2)
+        self.assertEqual(sum(r["violations"].values()), 0)
+
+    def test_double_start(self):
+        self.agents["a1"].append(started("c4", 2101, term=3))
+        r = self.check()
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["violations"]["4_double_start"], 1)
+        v = r["violation_examples"]["4_double_start"][0]
+        self.assertEqual((v["agent"], v["id"], v["starts"]), ("a1", "c4", 2))
+
+    def test_late_start(self):
+        # c1: invoked at 1000 ms with ttl 4000: the bound is 1000 + 4000 +
+        # 500 + 100 + 250 = 5850 ms.
+        self.agents["a1"][2] = started("c1", 5851)
+        r = self.check()
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["violations"]["5_late_vs_invoke"], 1)
+        self.assertEqual(r["violations"]["5_late_vs_deadline"], 1)
+        self.assertEqual(
+            r["violation_examples"]["5_late_vs_invoke"][0]["late_by_ms"], 1)
+        self.agents["a1"][2] = started("c1", 5849)
+        r = self.check()
+        self.assertEqual(r["violations"]["5_late_vs_invoke"], 0)
+        # ... but after the leader's deadline_ms (1010 + 4000 + 250).
+        self.assertEqual(r["violations"]["5_late_vs_deadline"], 1)
+
+    def test_late_start_excused_by_clock_window(self):
+        self.agents["a1"][2] = started("c1", 9000)
+        evs = self.events + [
+            {"type": "info", "process": "nemesis", "time": 15000 * MS,
+             "f": "start-clock", "value": "n2 restarted under libfaketime"},
+            {"type": "info", "process": "nemesis", "time": 30000 * MS,
+             "f": "stop-clock", "value": "n2 restarted"}]
+        # The window (widened 10 s before its start event: from 5000 ms)
+        # meets [invoke, start] = [1000, 9000] ms.
+        r = self.check(events=evs)
+        self.assertIs(r["valid"], True, r["violation_examples"])
+        self.assertEqual(r["counted"]["5_excused_by_clock"], 2)
+        # A window that ended long before does not excuse it.
+        for e in evs[-2:]:
+            e["time"] += 100000 * MS
+        self.assertIs(self.check(events=evs)["valid"], False)
+
+    def test_late_proposal_is_counted(self):
+        # c4's POST timed out; the leader proposed it 5 s after the invoke
+        # (its deadline runs from there) and it ran in time for that.
+        self.log[3] = logged("c4", "a1", "acked", 6300, term=3,
+                             result={"duplicate": True})
+        self.agents["a1"][6] = started("c4", 9000, term=3)
+        r = self.check()
+        self.assertIs(r["valid"], True, r["violation_examples"])
+        self.assertEqual(r["counted"]["5_late_proposal"], 1)
+
+    def test_agent_rule(self):
+        self.agents["a1"][2] = started("c1", 1025, ttl_rem=300, elapsed=300)
+        r = self.check()
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["violations"]["5_agent_rule"], 1)
+
+    def test_lower_term(self):
+        self.agents["a1"][6] = started("c4", 1321, term=1)
+        r = self.check()
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["violations"]["6_term_decreased"], 1)
+        v = r["violation_examples"]["6_term_decreased"][0]
+        self.assertEqual((v["term"], v["after_term"]), (1, 2))
+
+    def test_lower_term_across_agent_restart(self):
+        self.agents["a1"].append(started("c9", 3000, term=2))
+        self.log.append(logged("c9", "a1", "acked", 2900, term=2))
+        self.events += post(5, "c9", "a1", 2900, 2950)
+        r = self.check()
+        self.assertEqual(r["violations"]["6_term_decreased"], 1)
+
+    def test_started_but_uncommitted(self):
+        self.events += post(5, "c7", "a1", 1600, 4600, typ="info")
+        self.agents["a1"] += [received("c7", 1700), started("c7", 1701)]
+        r = self.check()
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["violations"]["7_uncommitted_started"], 1)
+        self.assertEqual(r["violations"]["7_uncommitted_received"], 1)
+
+    def test_started_by_another_agent(self):
+        self.agents["a2"] += [received("c1", 1120), started("c1", 1121)]
+        r = self.check()
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["violations"]["7_wrong_agent"], 2)
+
+    def test_pending_at_end(self):
+        self.log[1] = logged("c2", "a2", "pending", 1110)
+        r = self.check()
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["violations"]["7_pending_at_end"], 1)
+
+    def test_unknown_state(self):
+        self.log[1] = logged("c2", "a2", "done", 1110)
+        self.assertEqual(self.check()["violations"]["7_bad_state"], 1)
+
+    def test_lost_acknowledged_post(self):
+        del self.log[0]
+        self.agents["a1"] = [r for r in self.agents["a1"]
+                             if r.get("id") != "c1"]
+        r = self.check()
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["violations"]["7_lost_acknowledged"], 1)
+
+    def test_failed_post_present(self):
+        self.log.append(logged("c5", "a1", "expired", 1405))
+        r = self.check()
+        self.assertIs(r["valid"], False)
+        self.assertEqual(r["violations"]["7_failed_present"], 1)
+
+    def test_never_posted(self):
+        self.log.append(logged("zz", "a1", "expired", 1405))
+        self.assertEqual(self.check()["violations"]["7_never_posted"], 1)
+
+    def test_acked_without_start_is_counted(self):
+        self.agents["a1"] = [r for r in self.agents["a1"]
+                             if r.get("id") != "c4"]
+        r = self.check()
+        self.assertIs(r["valid"], True)
+        self.assertEqual(r["counted"]["acked_not_started_duplicate"], 1)
+
+    def test_log_unreadable_is_unknown(self):
+        r = checkers.check_commands(build(self.events), None, self.agents,
+                                    wall_base_ns=BASE_MS * MS)
+        self.assertEqual(r["valid"], "unknown")
+
+    def test_accept_everything_fails(self):
+        """Every violation above, at once: a checker that accepts all
+        would pass this history."""
+        self.agents["a1"].append(started("c4", 2101, term=1))
+        self.log[1] = logged("c2", "a2", "pending", 1110)
+        r = self.check()
+        self.assertIs(r["valid"], False)
+        for k in ("4_double_start", "6_term_decreased", "7_pending_at_end"):
+            self.assertGreater(r["violations"][k], 0, k)
+
+    def test_parse_ts(self):
+        self.assertEqual(checkers.parse_ts_ms(ts(BASE_MS + 123)),
+                         BASE_MS + 123)
+        self.assertEqual(checkers.parse_ts_ms("2026-11-22T04:45:43.650Z")
+                         % 1000, 650)
+        self.assertIsNone(checkers.parse_ts_ms("yesterday"))
+        self.assertIsNone(checkers.parse_ts_ms(None))
+
+    def test_clock_windows(self):
+        evs = [{"type": "info", "process": "nemesis", "time": 5000 * MS,
+                "f": "start-clock", "value": "n1 +30s"},
+               {"type": "info", "process": "nemesis", "time": 9000 * MS,
+                "f": "stop-clock", "value": "n1 restored"},
+               {"type": "info", "process": "nemesis", "time": 20000 * MS,
+                "f": "start-clock", "value": "n2 rate x2"},
+               {"type": "ok", "process": 1, "time": 25000 * MS, "f": "x"}]
+        w = checkers.clock_windows(evs, BASE_MS * MS, lead_s=10, tail_s=1)
+        self.assertEqual(len(w), 2)
+        self.assertEqual(w[0][:2], (BASE_MS - 5000, BASE_MS + 10000))
+        self.assertEqual(w[1][:2], (BASE_MS + 10000, BASE_MS + 26000))
+
+
+class AgentConfigTest(unittest.TestCase):
+    def test_yaml(self):
+        y = agents.agent_yaml("a2", ["10.77.1.11:7201", "10.77.1.12:7201"],
+                              "/run/certs", "/run/data/a2", ["s1", "s2"])
+        self.assertIn("id: a2\n", y)
+        self.assertIn('  - "10.77.1.12:7201"\n', y)
+        self.assertIn('  cert: "/run/certs/a2.pem"\n', y)
+        self.assertIn("  server_name: node1.rems.test\n", y)
+        self.assertEqual(y.count("autostart: false"), 2)
+        self.assertIn('data_dir: "/run/data/a2"\n', y)
+
+    def test_agent_ports(self):
+        n = net.LocalNetwork(1, ["n1", "n2"], None)
+        ports = [n.raft_port("n1"), n.api_port("n1"), n.agent_port("n1"),
+                 n.raft_port("n2"), n.api_port("n2"), n.agent_port("n2")]
+        self.assertEqual(len(set(ports)), 6)
+        self.assertEqual(net.NetnsNetwork.AGENT_PORT, 7201)
 
 
 if __name__ == "__main__":
