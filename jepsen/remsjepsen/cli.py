@@ -538,6 +538,7 @@ def run_test(opts, log):
                      "mode": net.mode, "remsd": remsd, "lincheck": lincheck,
                      "harness_version": VERSION, "build": binfo,
                      "argv": sys.argv[1:],
+                     "history_t0_wall_ns": history.t0_wall_ns,
                      "agents": {"bin": agent_bin, "ids": agents.ids,
                                 "services": services,
                                 "actions": opts.command_actions,
