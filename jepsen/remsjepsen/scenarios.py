@@ -10,16 +10,25 @@ behaves as documented, 1 when the problem shows, 2 on a harness error.
   back within a few election timeouts.
 - ``restart-index``: after a restart, a node's X-Rems-Index must not be
   lower than before (its state, on disk, is not older).
+- ``late-command``: a command POSTed through a follower whose forward to
+  the leader is cut off (the follower answers 504 or 503) must not run
+  after its ttl counted from the POST.
 """
 
 import json
 import os
+import shutil
 import time
 
+from . import agents as agentsmod
+from . import checkers
 from . import net as netmod
 from .nodes import Cluster
 
-SCENARIOS = ("config-stuck", "join-spare", "heal-latency", "restart-index")
+SCENARIOS = ("config-stuck", "join-spare", "heal-latency", "restart-index",
+             "late-command")
+MAKE_TEST_CA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tests", "lib", "make-test-ca.sh")
 
 
 class Scenario:
@@ -30,6 +39,36 @@ class Scenario:
                                        use_netns)
         self.c = Cluster(self.net, n, remsd, run_dir, state, opts, log)
         self.result = {}
+        self.agents = None
+        self.opts = opts
+        self.run_dir = run_dir
+        self.state = state
+        self.remsd = remsd
+
+    def with_agents(self):
+        """Nodes with agent listeners, and one rems-agent per node (started
+        by start_agents())."""
+        agent_bin = os.path.abspath(self.opts.agent_bin or os.path.join(
+            os.path.dirname(os.path.dirname(self.remsd)), "agentproto",
+            "rems-agent"))
+        if not os.access(agent_bin, os.X_OK):
+            raise RuntimeError("rems-agent not found: %s (--agent-bin)"
+                               % agent_bin)
+        certs = os.path.join(self.run_dir, "certs")
+        self.agents = agentsmod.Agents(self.c, self.net, self.run_dir,
+                                       self.state, agent_bin, certs,
+                                       ["s1", "s2"], self.log)
+        self.c.agent_tls = agentsmod.make_certs(
+            MAKE_TEST_CA, certs, self.agents.ids,
+            os.path.join(self.run_dir, "certs.log"))
+
+    def start_agents(self):
+        self.agents.write_configs()
+        self.agents.start_all()
+        view, ok = self.agents.wait_online(60)
+        if not ok:
+            raise RuntimeError("agents not online: %s" % view)
+        self.log("agents %s online" % " ".join(self.agents.ids))
 
     def put(self, node, k, timeout=5):
         return self.c.call(node, "PUT", "/v1/policies/scenario/%d" % k,
@@ -46,6 +85,10 @@ class Scenario:
         return leader
 
     def close(self):
+        if self.agents is not None:
+            self.agents.stop_all()
+            shutil.rmtree(os.path.join(self.run_dir, "certs"),
+                          ignore_errors=True)
         self.c.stop_all()
         self.net.teardown()
 
@@ -239,10 +282,86 @@ class Scenario:
                        "before": before, "after": after, "node": t.name}
 
 
+    def late_command(self):
+        c = self.c
+        self.with_agents()
+        leader = self.start()
+        self.start_agents()
+        f = [x for x in c.nodes if x is not leader][0]
+        t = [x for x in c.nodes if x not in (leader, f)][0]
+        agent = "a%d" % t.index   # connected to the leader from t: not cut
+        h = {"X-Rems-User": "jepsen"}
+
+        def post(cid, ttl):
+            body = {"id": cid, "agent": agent, "action": "restart",
+                    "service": "s1", "ttl_ms": ttl, "reason": "scenario"}
+            h["X-Rems-Request-Id"] = "scenario-" + cid
+            return c.call(f, "POST", "/v1/commands", body=body, headers=h,
+                          timeout=10)
+        # A first command through f opens its keep-alive connection to the
+        # leader.
+        r = post("warm-up", 5000)
+        self.log("warm-up POST via %s: %s" % (f.name, r.status))
+        time.sleep(1.0)
+        # The leader drops whatever f sends; t keeps its quorum.
+        if not self.net.supports_partition:
+            raise RuntimeError("scenario late-command needs network "
+                               "namespaces")
+        self.net.apply_grudge({leader.name: {f.name}})
+        ttl = 3000
+        t0 = time.time()
+        r = post("late-1", ttl)
+        answered = time.time()
+        self.log("POST late-1 (ttl %d ms) via %s while %s drops %s: %s %s "
+                 "after %.1fs" % (ttl, f.name, leader.name, f.name, r.status
+                                  or r.error, r.raw[:120].decode(
+                                      "utf-8", "replace"), answered - t0))
+        time.sleep(10.0)
+        self.net.heal()
+        self.log("healed %.1fs after the POST" % (time.time() - t0))
+        cmd = None
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            b = c.find_leader()
+            if b:
+                g = c.call(b[0], "GET", "/v1/commands/late-1", timeout=5)
+                if g.status == 200 and isinstance(g.body, dict) and \
+                        g.body.get("state") != "pending":
+                    cmd = g.body
+                    break
+            time.sleep(0.5)
+        self.agents.stop_all()
+        start = None
+        for rec in self.agents.read_logs().get(agent, []):
+            if rec.get("event") == "command_started" and \
+                    rec.get("id") == "late-1":
+                start = checkers.parse_ts_ms(rec.get("ts"))
+        post_ms = int(t0 * 1000)
+        bound = post_ms + ttl + self.opts.max_clock_skew_ms + \
+            self.opts.send_margin_ms
+        res = {"post_status": r.status, "post_error": r.error,
+               "post_ms": post_ms, "ttl_ms": ttl, "command": cmd,
+               "started_ms": start, "agent": agent, "via": f.name,
+               "leader": leader.name}
+        if cmd is not None:
+            res["issued_after_post_ms"] = cmd.get("issued_ms") - post_ms
+        if start is not None:
+            res["started_after_post_ms"] = start - post_ms
+        self.log("late-1: %s; started %s" % (
+            "state %s, issued %s ms after the POST" % (
+                cmd.get("state"), res.get("issued_after_post_ms"))
+            if cmd else "not in the command log",
+            "%d ms after the POST" % (start - post_ms) if start else
+            "never"))
+        res["valid"] = start is None or start <= bound
+        self.result = res
+
+
 def run_scenario(name, opts, log, run_dir, state, use_netns, remsd):
     n = {"config-stuck": 5, "join-spare": 3, "heal-latency": 3,
-         "restart-index": 3}[name]
-    if name in ("join-spare", "heal-latency") and not use_netns:
+         "restart-index": 3, "late-command": 3}[name]
+    if name in ("join-spare", "heal-latency", "late-command") and \
+            not use_netns:
         raise RuntimeError("scenario %s needs network namespaces" % name)
     s = Scenario(opts, log, run_dir, state, n, use_netns, remsd)
     try:
