@@ -374,14 +374,10 @@ def run_test(opts, log):
     agents = None
     services = ["s%d" % i for i in range(1, opts.services + 1)]
     if opts.workload == "commands":
-        agent_copy = os.path.join(run_dir, "bin", "rems-agent")
-        shutil.copy2(agent_bin, agent_copy)
-        certs = os.path.join(run_dir, "certs")
-        agents = agentsmod.Agents(cluster, net, run_dir, state, agent_copy,
-                                  certs, services, log)
-        cluster.agent_tls = agentsmod.make_certs(
-            MAKE_TEST_CA, certs, agents.ids,
-            os.path.join(run_dir, "certs.log"))
+        agents = agentsmod.Agents(cluster, net, run_dir, state,
+                                  os.path.join(run_dir, "bin", "rems-agent"),
+                                  os.path.join(run_dir, "certs"), services,
+                                  log)
     clients = []
     stop_clients = threading.Event()
     nemesis = None
@@ -394,6 +390,11 @@ def run_test(opts, log):
         log("remsd %s (sha256 %s, built %s), repository at %s" % (
             remsd, binfo.get("remsd_sha256"), binfo.get("remsd_mtime"),
             binfo.get("git_head")))
+        if agents is not None:
+            shutil.copy2(agent_bin, agents.bin)
+            cluster.agent_tls = agentsmod.make_certs(
+                MAKE_TEST_CA, agents.certs_dir, agents.ids,
+                os.path.join(run_dir, "certs.log"))
         net.setup()
         if use_netns:
             log("bridge %s 10.77.%d.1/24, nodes %s" % (
