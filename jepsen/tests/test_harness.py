@@ -931,5 +931,84 @@ class AgentConfigTest(unittest.TestCase):
         self.assertEqual(net.NetnsNetwork.AGENT_PORT, 7201)
 
 
+class CommandClientTest(unittest.TestCase):
+    """How a POST /v1/commands answer is recorded."""
+
+    class Opts:
+        seed = 1
+        concurrency = 2
+        rate = 0
+        timeout = 3.0
+        command_actions = "start,stop,restart"
+        command_ttl = "2000,8000"
+
+    class Cluster:
+        def __init__(self, answers):
+            self.nodes = [FakeNode(1), FakeNode(2)]
+            self.answers = list(answers)
+            self.bodies = []
+
+        def call(self, node, method, path, body=None, headers=None,
+                 timeout=3.0):
+            self.bodies.append((method, path, body, headers))
+            return self.answers.pop(0)
+
+        def log(self, msg):
+            pass
+
+    def run_ops(self, answers):
+        import threading
+        from remsjepsen import api, workloads
+        resp = []
+        for a in answers:
+            if isinstance(a, tuple):
+                st, body = a
+                resp.append(api.Response(status=st, body=body,
+                                         raw=json.dumps(body).encode()))
+            else:
+                resp.append(api.Response(error=a[1], phase=a[0]) if
+                            isinstance(a, list) else a)
+        c = self.Cluster(resp)
+        h = History()
+        counters = workloads.Counters()
+        cl = workloads.CommandClient(0, c, h, self.Opts(), threading.Event(),
+                                     counters, "1-1", agents=["a1", "a2"],
+                                     services=["s1"])
+        for _ in answers:
+            cl.step()
+        return c, h, counters
+
+    def test_outcomes(self):
+        c, h, counters = self.run_ops([
+            (201, {"id": "x", "term": 3, "issued_ms": 5,
+                   "deadline_ms": 2005}),
+            (503, {"error": {"code": "no_leader"}}),
+            ["connect", "connection-refused"],
+            (503, {"error": {"code": "unavailable"}}),
+            ["request", "timeout"],
+            (404, {"error": {"code": "not_found"}}),
+        ])
+        done = [e for e in h.events if e["type"] != "invoke"]
+        self.assertEqual([e["type"] for e in done],
+                         ["ok", "fail", "fail", "info", "info", "info"])
+        self.assertEqual(done[0]["term"], 3)
+        self.assertEqual(done[0]["deadline_ms"], 2005)
+        self.assertEqual(len(counters.unexpected), 1)
+        self.assertEqual(counters.unexpected[0]["status"], 404)
+        invs = [e for e in h.events if e["type"] == "invoke"]
+        ids = [e["value"]["id"] for e in invs]
+        self.assertEqual(len(set(ids)), len(ids))
+        for inv, (method, path, body, headers) in zip(invs, c.bodies):
+            self.assertEqual((method, path), ("POST", "/v1/commands"))
+            self.assertEqual(body["id"], inv["value"]["id"])
+            self.assertTrue(2000 <= body["ttl_ms"] <= 8000)
+            self.assertIn(body["action"], ("start", "stop", "restart"))
+            self.assertIn(body["agent"], ("a1", "a2"))
+            self.assertIsInstance(inv["wall_ms"], int)
+            self.assertIn("X-Rems-Request-Id", headers)
+        # After each info the client takes a new process id.
+        self.assertEqual([e["process"] for e in invs], [0, 0, 0, 0, 2, 4])
+
+
 if __name__ == "__main__":
     unittest.main()
