@@ -725,6 +725,15 @@ static void forward_write(struct call *c, const char *leader_api)
              c->request_id);
     hdr[nh] = lines[nh];
     nh++;
+    /* When this node gives up waiting (and answers 504, outcome unknown):
+     * the leader proposes nothing that arrives later than that, so a call
+     * held up in the network cannot take effect long after its caller was
+     * told it timed out (a command would otherwise run long after the
+     * caller's idea of its TTL). */
+    snprintf(lines[nh], sizeof lines[nh], "X-Rems-Not-After: %" PRIu64,
+             rems_wall_ms() + c->s->cfg.forward_timeout_ms);
+    hdr[nh] = lines[nh];
+    nh++;
     for (i = 0; i < REMS_ARRAY_SIZE(copy); i++) {
         const char *v = http_request_header(c->req, copy[i]);
         if (v != NULL) {
@@ -761,6 +770,35 @@ static void fill_entry_meta(struct call *c, struct statemachine_entry *e)
     e->reason_len = strlen(e->reason);
 }
 
+/* A forwarded write that reached the leader after the forwarding node's
+ * X-Rems-Not-After (its wall clock, plus max_clock_skew_ms for the clocks'
+ * difference) is answered 504 and not proposed: that node has already
+ * answered its caller. Returns true when it answered. */
+static bool forwarded_too_late(struct call *c)
+{
+    const struct config *cfg = cluster_node_config(c->s->node);
+    const char *v = http_request_header(c->req, "x-rems-not-after");
+    uint64_t not_after;
+    uint64_t now;
+    char msg[REMS_ERRMSG_SIZE];
+
+    if (v == NULL || http_request_header(c->req, "x-rems-forwarded") == NULL ||
+        rems_parse_u64(v, &not_after) != 0) {
+        return false;
+    }
+    now = rems_wall_ms();
+    if (not_after > UINT64_MAX - cfg->max_clock_skew_ms ||
+        now <= not_after + cfg->max_clock_skew_ms) {
+        return false;
+    }
+    snprintf(msg, sizeof msg,
+             "the call reached the leader %" PRIu64
+             " ms after the forwarding node stopped waiting; not proposed",
+             now - not_after);
+    respond_error(c, 504, "timeout", msg, NULL);
+    return true;
+}
+
 static void do_write(struct call *c)
 {
     struct cluster_status st;
@@ -778,6 +816,9 @@ static void do_write(struct call *c)
         } else {
             forward_write(c, st.leader_api_address);
         }
+        return;
+    }
+    if (forwarded_too_late(c)) {
         return;
     }
     errmsg[0] = '\0';
@@ -1367,6 +1408,10 @@ static void command_propose(struct call *c)
     bool pending = false;
     int rv;
 
+    /* Checked again here: the read index before this may have taken long. */
+    if (forwarded_too_late(c)) {
+        return;
+    }
     rv = storage_txn_begin(cluster_node_storage(c->s->node), false, &t, errmsg);
     if (rv != 0) {
         respond_error(c, 500, "internal", errmsg, NULL);
