@@ -666,6 +666,15 @@ int cluster_node_start(uv_loop_t *loop,
         rv = cluster__raft_error(rv);
         goto err_after_storage;
     }
+    /* A raft connection with data unacknowledged for two election
+     * timeouts is dropped and made again (scripts/raft-patches/0002):
+     * after a partition heals, TCP's retransmission back-off would
+     * otherwise keep it silent for up to two minutes (docs/jepsen.md,
+     * finding 4). */
+    raft_uv_tcp_set_user_timeout(
+        &n->transport,
+        cfg->election_timeout_ms * 2 > 1000 ? cfg->election_timeout_ms * 2
+                                            : 1000);
     rv = raft_uv_init(&n->io, loop, path, &n->transport);
     if (rv != 0) {
         rems_errmsgf(errmsg, "raft storage %s: %s", path, n->io.errmsg);

@@ -15,7 +15,7 @@
 set -euo pipefail
 
 RAFT_VERSION=0.22.1
-RAFT_BUILD=rems1
+RAFT_BUILD=rems2
 PREFIX=${REMS_DEPS_PREFIX:-/opt/rems-deps}
 RAFT_PREFIX="$PREFIX/raft-$RAFT_VERSION-$RAFT_BUILD"
 PATCHES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/raft-patches"
