@@ -20,6 +20,7 @@
 #include "common/mpread.h"
 #include "statemachine/agents_int.h"
 #include "statemachine/pack_int.h"
+#include "statemachine/reconcile_int.h"
 
 /* ------------------------------------------------------------------ */
 /* Record codecs.                                                       */
@@ -440,6 +441,8 @@ int statemachine__apply_command(struct storage_txn *t,
     struct statemachine_command c;
     struct statemachine_agent a;
     unsigned char k[8];
+    char service[STATEMACHINE_NAME_MAX];
+    size_t service_len;
     int state;
     int rv;
 
@@ -499,6 +502,13 @@ int statemachine__apply_command(struct storage_txn *t,
         if (rv != 0) {
             return rv;
         }
+        /* A remediation: its record moves with it (ADR 0005). */
+        if (e->has_record) {
+            rv = statemachine__record_issue(t, index, e, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+        }
         res->created = true;
         res->revision = index;
         res->command_state = STATEMACHINE_COMMAND_PENDING;
@@ -524,6 +534,12 @@ int statemachine__apply_command(struct storage_txn *t,
     rv = statemachine_command_outcome_parse(e->outcome, e->outcome_len,
                                             &state);
     REMS_ASSERT(rv == 0); /* Checked by the decoder. */
+    /* c's strings point into the map, which the write below may move. */
+    if (c.service_len > sizeof service) {
+        return corrupt("commands", e->command_id, e->command_id_len, errmsg);
+    }
+    service_len = c.service_len;
+    memcpy(service, c.service, service_len);
     c.state = state;
     c.result = e->value != NULL ? e->value : "";
     c.result_len = e->value != NULL ? e->value_len : 0;
@@ -535,6 +551,12 @@ int statemachine__apply_command(struct storage_txn *t,
     rv = storage_del(t, STORAGE_PENDING, e->command_id, e->command_id_len,
                      errmsg);
     if (rv != 0 && rv != REMS_ENOTFOUND) {
+        return rv;
+    }
+    rv = statemachine__record_resolve(t, index, e->agent_id, e->agent_id_len,
+                                      service, service_len, e->command_id,
+                                      e->command_id_len, state, errmsg);
+    if (rv != 0) {
         return rv;
     }
     res->revision = index;

@@ -19,6 +19,7 @@
 #include "common/mpread.h"
 #include "statemachine/agents_int.h"
 #include "statemachine/pack_int.h"
+#include "statemachine/reconcile_int.h"
 #include "statemachine/statemachine.h"
 
 #define META_LAST_APPLIED "last_applied"
@@ -315,7 +316,11 @@ static int write_audit(struct storage_txn *t,
     statemachine__pack_kv_u64(&pk, "type", (uint64_t)e->type);
     statemachine__pack_kv_u64(&pk, "code", (uint64_t)res->code);
     statemachine__pack_kv_u64(&pk, "revision", res->revision);
-    if (e->type < STATEMACHINE_ENTRY_AGENT_REGISTER) {
+    if (e->type >= STATEMACHINE_ENTRY_INCIDENT_OPEN) {
+        char key[STATEMACHINE_KEY_MAX];
+        size_t kl = statemachine__audit_key(e, index, key, sizeof key);
+        statemachine__pack_kv_str(&pk, "key", key, kl);
+    } else if (e->type < STATEMACHINE_ENTRY_AGENT_REGISTER) {
         statemachine__pack_kv_str(&pk, "key", e->key, e->key_len);
     } else if (e->command_id != NULL) {
         statemachine__pack_kv_str(&pk, "key", e->command_id,
@@ -415,6 +420,15 @@ int statemachine_apply(struct storage *s,
             case STATEMACHINE_ENTRY_COMMAND_RESOLVE:
                 rv = statemachine__apply_command(t, index, &e, res, errmsg);
                 break;
+            case STATEMACHINE_ENTRY_INCIDENT_OPEN:
+            case STATEMACHINE_ENTRY_INCIDENT_UPDATE:
+            case STATEMACHINE_ENTRY_OVERRIDE_SET:
+            case STATEMACHINE_ENTRY_OVERRIDE_CLEAR:
+            case STATEMACHINE_ENTRY_WINDOW_SET:
+            case STATEMACHINE_ENTRY_WINDOW_DELETE:
+            case STATEMACHINE_ENTRY_RECORD_RESET:
+                rv = statemachine__apply_reconcile(t, index, &e, res, errmsg);
+                break;
             default:
                 rv = 0;
                 break;
@@ -422,9 +436,11 @@ int statemachine_apply(struct storage *s,
         if (rv == 0 && e.request_id_len > 0) {
             rv = remember_request(t, index, &e, res, errmsg);
         }
-        /* Service-state reports change often and are not audited. */
+        /* Service-state reports change often and are not audited, nor
+         * are a pass's record resets (the reconciler's bookkeeping). */
         if (rv == 0 && e.type != STATEMACHINE_ENTRY_NOOP &&
-            e.type != STATEMACHINE_ENTRY_AGENT_REPORT) {
+            e.type != STATEMACHINE_ENTRY_AGENT_REPORT &&
+            e.type != STATEMACHINE_ENTRY_RECORD_RESET) {
             rv = write_audit(t, index, &e, res, errmsg);
         }
         if (rv != 0) {

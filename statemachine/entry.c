@@ -10,6 +10,7 @@
 #include "common/assert.h"
 #include "common/mpread.h"
 #include "statemachine/pack_int.h"
+#include "statemachine/reconcile_int.h"
 #include "statemachine/statemachine.h"
 
 static const char *const type_names[STATEMACHINE_ENTRY_TYPE_NR] = {
@@ -24,6 +25,13 @@ static const char *const type_names[STATEMACHINE_ENTRY_TYPE_NR] = {
     [STATEMACHINE_ENTRY_AGENT_REPORT] = "agent_report",
     [STATEMACHINE_ENTRY_COMMAND_ISSUE] = "command_issue",
     [STATEMACHINE_ENTRY_COMMAND_RESOLVE] = "command_resolve",
+    [STATEMACHINE_ENTRY_INCIDENT_OPEN] = "incident_open",
+    [STATEMACHINE_ENTRY_INCIDENT_UPDATE] = "incident_update",
+    [STATEMACHINE_ENTRY_OVERRIDE_SET] = "override_set",
+    [STATEMACHINE_ENTRY_OVERRIDE_CLEAR] = "override_clear",
+    [STATEMACHINE_ENTRY_WINDOW_SET] = "window_set",
+    [STATEMACHINE_ENTRY_WINDOW_DELETE] = "window_delete",
+    [STATEMACHINE_ENTRY_RECORD_RESET] = "record_reset",
 };
 
 const char *statemachine_entry_type_name(int type)
@@ -57,6 +65,7 @@ static void pack_agent_body(msgpack_packer *pk,
     n += e->ttl_ms > 0;
     n += e->term > 0;
     n += e->node_id > 0;
+    n += e->has_record;
     msgpack_pack_map(pk, n);
     statemachine__pack_kv_str(pk, "agent_id", e->agent_id, e->agent_id_len);
     if (e->command_id_len > 0) {
@@ -85,6 +94,109 @@ static void pack_agent_body(msgpack_packer *pk,
     }
     if (e->node_id > 0) {
         statemachine__pack_kv_u64(pk, "node_id", e->node_id);
+    }
+    if (e->has_record) {
+        statemachine__pack_str(pk, "record", 6);
+        msgpack_pack_map(pk, 4);
+        statemachine__pack_kv_u64(pk, "attempts", e->attempts);
+        statemachine__pack_kv_u64(pk, "last_attempt_ms",
+                                  e->record_last_attempt_ms);
+        statemachine__pack_kv_str(pk, "last_action", e->record_action,
+                                  e->record_action_len);
+        statemachine__pack_kv_u64(pk, "digest", e->record_digest);
+    }
+}
+
+/* The body of the reconciler's entries: the fields of its type. */
+static void pack_reconcile_body(msgpack_packer *pk,
+                                const struct statemachine_entry *e)
+{
+    uint32_t n;
+    switch (e->type) {
+        case STATEMACHINE_ENTRY_INCIDENT_OPEN:
+            msgpack_pack_map(pk, 4 + (e->policy_len > 0) + (e->detail_len > 0));
+            statemachine__pack_kv_str(pk, "agent_id", e->agent_id,
+                                      e->agent_id_len);
+            statemachine__pack_kv_str(pk, "service", e->service,
+                                      e->service_len);
+            statemachine__pack_kv_str(pk, "kind", e->kind, e->kind_len);
+            statemachine__pack_kv_u64(pk, "attempts", e->attempts);
+            if (e->policy_len > 0) {
+                statemachine__pack_kv_str(pk, "policy", e->policy,
+                                          e->policy_len);
+            }
+            if (e->detail_len > 0) {
+                statemachine__pack_kv_str(pk, "detail", e->detail,
+                                          e->detail_len);
+            }
+            break;
+        case STATEMACHINE_ENTRY_INCIDENT_UPDATE:
+            msgpack_pack_map(pk, 2);
+            statemachine__pack_kv_u64(pk, "incident_id", e->incident_id);
+            statemachine__pack_kv_str(pk, "op", e->op, e->op_len);
+            break;
+        case STATEMACHINE_ENTRY_OVERRIDE_SET:
+        case STATEMACHINE_ENTRY_OVERRIDE_CLEAR:
+            n = 1 + (e->name_len > 0) + (e->agent_id_len > 0) +
+                (e->until_ms > 0);
+            msgpack_pack_map(pk, n);
+            statemachine__pack_kv_str(pk, "scope", e->scope, e->scope_len);
+            if (e->name_len > 0) {
+                statemachine__pack_kv_str(pk, "name", e->name, e->name_len);
+            }
+            if (e->agent_id_len > 0) {
+                statemachine__pack_kv_str(pk, "agent_id", e->agent_id,
+                                          e->agent_id_len);
+            }
+            if (e->until_ms > 0) {
+                statemachine__pack_kv_u64(pk, "until_ms", e->until_ms);
+            }
+            break;
+        case STATEMACHINE_ENTRY_WINDOW_SET: {
+            /* The fields of its kind, and any other that is set (for the
+             * decoder to refuse). */
+            bool once = !e->weekly || e->start_ms > 0 || e->end_ms > 0;
+            bool weekly = e->weekly || e->days > 0 || e->start_minute > 0 ||
+                          e->duration_minutes > 0;
+            msgpack_pack_map(pk,
+                             4 + (e->target_len > 0) + 2 * once + 3 * weekly);
+            statemachine__pack_kv_str(pk, "name", e->name, e->name_len);
+            statemachine__pack_kv_str(pk, "scope", e->scope, e->scope_len);
+            if (e->target_len > 0) {
+                statemachine__pack_kv_str(pk, "target", e->target,
+                                          e->target_len);
+            }
+            statemachine__pack_kv_str(pk, "mode", e->mode, e->mode_len);
+            statemachine__pack_str(pk, "weekly", 6);
+            if (e->weekly) {
+                msgpack_pack_true(pk);
+            } else {
+                msgpack_pack_false(pk);
+            }
+            if (weekly) {
+                statemachine__pack_kv_u64(pk, "days", e->days);
+                statemachine__pack_kv_u64(pk, "start_minute", e->start_minute);
+                statemachine__pack_kv_u64(pk, "duration_minutes",
+                                          e->duration_minutes);
+            }
+            if (once) {
+                statemachine__pack_kv_u64(pk, "start_ms", e->start_ms);
+                statemachine__pack_kv_u64(pk, "end_ms", e->end_ms);
+            }
+            break;
+        }
+        case STATEMACHINE_ENTRY_WINDOW_DELETE:
+            msgpack_pack_map(pk, 1);
+            statemachine__pack_kv_str(pk, "name", e->name, e->name_len);
+            break;
+        default: /* RECORD_RESET */
+            msgpack_pack_map(pk, 3);
+            statemachine__pack_kv_str(pk, "agent_id", e->agent_id,
+                                      e->agent_id_len);
+            statemachine__pack_kv_str(pk, "service", e->service,
+                                      e->service_len);
+            statemachine__pack_kv_str(pk, "op", e->op, e->op_len);
+            break;
     }
 }
 
@@ -148,6 +260,35 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
     if (rv == 0 && e->type >= STATEMACHINE_ENTRY_AGENT_REGISTER) {
         rv = check_len("value", e->value_len, STATEMACHINE_BLOB_MAX, errmsg);
     }
+    if (rv == 0) {
+        rv = check_len("record.last_action", e->record_action_len,
+                       STATEMACHINE_NAME_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("op", e->op_len, STATEMACHINE_NAME_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("kind", e->kind_len, STATEMACHINE_NAME_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("policy", e->policy_len, STATEMACHINE_KEY_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv =
+            check_len("detail", e->detail_len, STATEMACHINE_DETAIL_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("scope", e->scope_len, STATEMACHINE_NAME_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("name", e->name_len, STATEMACHINE_NAME_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("target", e->target_len, STATEMACHINE_NAME_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("mode", e->mode_len, STATEMACHINE_NAME_MAX, errmsg);
+    }
     if (rv != 0) {
         return rv;
     }
@@ -206,6 +347,15 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
         case STATEMACHINE_ENTRY_COMMAND_ISSUE:
         case STATEMACHINE_ENTRY_COMMAND_RESOLVE:
             pack_agent_body(&pk, e);
+            break;
+        case STATEMACHINE_ENTRY_INCIDENT_OPEN:
+        case STATEMACHINE_ENTRY_INCIDENT_UPDATE:
+        case STATEMACHINE_ENTRY_OVERRIDE_SET:
+        case STATEMACHINE_ENTRY_OVERRIDE_CLEAR:
+        case STATEMACHINE_ENTRY_WINDOW_SET:
+        case STATEMACHINE_ENTRY_WINDOW_DELETE:
+        case STATEMACHINE_ENTRY_RECORD_RESET:
+            pack_reconcile_body(&pk, e);
             break;
         default:
             msgpack_pack_map(&pk, 0);
@@ -314,7 +464,8 @@ static int check_agent_body(const struct statemachine_entry *e,
             if (e->term == 0) {
                 return bad(errmsg, "body.term", "required");
             }
-            return 0;
+            return e->has_record ? statemachine__check_reconcile_body(e, errmsg)
+                                 : 0;
         default: /* COMMAND_RESOLVE */
             if (e->command_id == NULL ||
                 !statemachine_id_check(e->command_id, e->command_id_len)) {
@@ -442,9 +593,17 @@ static int decode_body(struct mpread *r,
                 return bad(errmsg, "body.node_id",
                            "must be an unsigned integer");
             }
+        } else if ((rv = statemachine__decode_reconcile_field(
+                        r, k, kl, e, errmsg)) != REMS_ENOTFOUND) {
+            if (rv != 0) {
+                return rv;
+            }
         } else if (mpread_skip(r) != 0) {
             return bad(errmsg, "body", "truncated");
         }
+    }
+    if (e->type >= STATEMACHINE_ENTRY_INCIDENT_OPEN) {
+        return statemachine__check_reconcile_body(e, errmsg);
     }
     if (e->type >= STATEMACHINE_ENTRY_AGENT_REGISTER) {
         if (e->value_len > STATEMACHINE_BLOB_MAX) {

@@ -58,6 +58,14 @@ enum statemachine_entry_type {
     STATEMACHINE_ENTRY_AGENT_REPORT = 9,
     STATEMACHINE_ENTRY_COMMAND_ISSUE = 10,
     STATEMACHINE_ENTRY_COMMAND_RESOLVE = 11,
+    /* The reconciler's state (docs/adr/0005-reconciler.md). */
+    STATEMACHINE_ENTRY_INCIDENT_OPEN = 12,
+    STATEMACHINE_ENTRY_INCIDENT_UPDATE = 13,
+    STATEMACHINE_ENTRY_OVERRIDE_SET = 14,
+    STATEMACHINE_ENTRY_OVERRIDE_CLEAR = 15,
+    STATEMACHINE_ENTRY_WINDOW_SET = 16,
+    STATEMACHINE_ENTRY_WINDOW_DELETE = 17,
+    STATEMACHINE_ENTRY_RECORD_RESET = 18,
     STATEMACHINE_ENTRY_TYPE_NR
 };
 
@@ -111,6 +119,46 @@ struct statemachine_entry {
     uint64_t term;    /* COMMAND_ISSUE: the leader's term at proposal */
     uint64_t node_id; /* AGENT_REGISTER, LEASE_GRANT: the node the agent
                          is connected to */
+
+    /* The reconciler's entries (see "Reconciler state" below for the rules
+     * the decoder enforces). @agent_id and @service name the (agent,
+     * service) of INCIDENT_OPEN (service "" = the agent as a whole),
+     * RECORD_RESET and a COMMAND_ISSUE's record; @agent_id is also the
+     * optional agent of a service freeze. */
+    bool has_record; /* COMMAND_ISSUE: the remediation record travels with
+                        the command (record_* below, attempts) */
+    const char *record_action; /* its last action ("redeploy", ...) */
+    size_t record_action_len;
+    uint64_t record_last_attempt_ms;
+    uint64_t record_digest; /* the manifest in flight (redeploy); 0: none */
+    uint64_t attempts;      /* record, INCIDENT_OPEN: 0..1000000 */
+    uint64_t incident_id;   /* INCIDENT_UPDATE */
+    const char *op;         /* INCIDENT_UPDATE: acknowledge|resolve;
+                               RECORD_RESET: reset|delete */
+    size_t op_len;
+    const char *kind; /* INCIDENT_OPEN: the drift that escalated */
+    size_t kind_len;
+    const char *policy; /* INCIDENT_OPEN, optional: the placing policy */
+    size_t policy_len;
+    const char *detail; /* INCIDENT_OPEN, optional: for people */
+    size_t detail_len;
+    const char *scope; /* OVERRIDE_*: service|agent|site|pause;
+                          WINDOW_SET: global|site|agent */
+    size_t scope_len;
+    const char *name; /* OVERRIDE_* (not pause): the service, agent or
+                         site frozen; WINDOW_*: the window's name */
+    size_t name_len;
+    uint64_t until_ms;  /* OVERRIDE_SET, optional: 0 = until cleared */
+    const char *target; /* WINDOW_SET: site or agent (not global) */
+    size_t target_len;
+    const char *mode; /* WINDOW_SET: auto_inside_only|never_inside */
+    size_t mode_len;
+    bool weekly;       /* WINDOW_SET: weekly in UTC, else once */
+    uint64_t start_ms; /* once: [start_ms, end_ms) */
+    uint64_t end_ms;
+    uint64_t days;         /* weekly: bit 0 Monday .. bit 6 Sunday, 1..127 */
+    uint64_t start_minute; /* weekly: 0..1439 */
+    uint64_t duration_minutes; /* weekly: 1..10080 */
 };
 
 /* Encode @e into a buffer from @alloc (e.g. raft_malloc); the caller owns
@@ -390,6 +438,269 @@ int statemachine_command_list(struct storage_txn *t,
                               void *data,
                               bool *more,
                               char *errmsg);
+
+/* ------------------------------------------------------------------ */
+/* Reconciler state (docs/adr/0005-reconciler.md).                     */
+/*
+ * Entries and what apply does (every instant comes from the entries, never
+ * from a clock; codes are in the result, identical on every node):
+ *
+ *   COMMAND_ISSUE with has_record   the command, and the record of (agent,
+ *        service) in the same transaction: attempts and last_attempt_ms
+ *        and last action as given, outcome pending, pending digest =
+ *        record_digest, deployed digest kept, command_id = the command's.
+ *        The decoder requires a service.
+ *   COMMAND_RESOLVE   when the record of the command's (agent, service) is
+ *        pending on this command: acked -> outcome succeeded and, for a
+ *        "redeploy", deployed digest = pending digest; nacked, expired,
+ *        cancelled -> failed; pending digest 0.
+ *   INCIDENT_OPEN     a new incident, id = the entry's index, state open.
+ *   INCIDENT_UPDATE   acknowledge (open -> acknowledged) or resolve (open
+ *        or acknowledged -> resolved; the record of its (agent, service)
+ *        gets attempts 0 in the same transaction). REMS_ENOTFOUND for an
+ *        unknown id, REMS_ECONFLICT for any other transition. requested_by
+ *        is required.
+ *   OVERRIDE_SET      store (replace) a freeze of a service (on every agent,
+ *        or on @agent_id), an agent or a site, with an optional end
+ *        (until_ms > time_ms); scope pause sets the global pause (no name,
+ *        no end).
+ *   OVERRIDE_CLEAR    remove it; REMS_ENOTFOUND when absent.
+ *   WINDOW_SET        store (replace) a window by name; the decoder applies
+ *        the rules of reconcile_window_check().
+ *   WINDOW_DELETE     remove it; REMS_ENOTFOUND when absent.
+ *   RECORD_RESET      reset (attempts 0) or delete the record of (agent,
+ *        service); REMS_ENOTFOUND when there is none.
+ *
+ * The record rule of COMMAND_RESOLVE is reconcile_record_resolve() of
+ * cluster/reconcile.h, written again here (six lines) because statemachine/
+ * sits below cluster/; the action name "redeploy" is
+ * reconcile_action_name(RECONCILE_ACTION_REDEPLOY) and the enums below have
+ * the numeric values of their cluster/reconcile.h twins, so the wiring
+ * converts by assignment. Incidents, overrides and windows are audited;
+ * record resets are not (like service reports). */
+
+#define STATEMACHINE_ATTEMPTS_MAX 1000000u
+#define STATEMACHINE_DETAIL_MAX 1024
+#define STATEMACHINE_ACTION_REDEPLOY "redeploy"
+
+/* Values of enum reconcile_outcome. */
+enum statemachine_record_outcome {
+    STATEMACHINE_RECORD_NONE = 0,
+    STATEMACHINE_RECORD_PENDING,
+    STATEMACHINE_RECORD_SUCCEEDED,
+    STATEMACHINE_RECORD_FAILED,
+    STATEMACHINE_RECORD_OUTCOME_NR
+};
+
+/* A remediation record (strings borrowed from the transaction). */
+struct statemachine_remediation {
+    const char *agent_id;
+    size_t agent_id_len;
+    const char *service;
+    size_t service_len;
+    const char *last_action; /* "" when none */
+    size_t last_action_len;
+    const char *command_id; /* the last remediation's command */
+    size_t command_id_len;
+    uint64_t attempts;
+    uint64_t last_attempt_ms;
+    int outcome; /* enum statemachine_record_outcome */
+    uint64_t pending_digest;
+    uint64_t deployed_digest;
+    uint64_t updated_index;
+};
+
+/* 0, REMS_ENOTFOUND or REMS_ECORRUPT. */
+int statemachine_remediation_get(struct storage_txn *t,
+                                 const char *agent_id,
+                                 size_t agent_id_len,
+                                 const char *service,
+                                 size_t service_len,
+                                 struct statemachine_remediation *out,
+                                 char *errmsg);
+
+typedef int (*statemachine_remediation_visit)(
+    void *data, const struct statemachine_remediation *r);
+
+/* Records in (agent, service) order, of @agent_id only when not NULL,
+ * after (@after_agent, @after_service) (@after_agent_len 0: from the
+ * start), at most @limit; *@more as for policies. */
+int statemachine_remediation_list(struct storage_txn *t,
+                                  const char *agent_id,
+                                  size_t agent_id_len,
+                                  const char *after_agent,
+                                  size_t after_agent_len,
+                                  const char *after_service,
+                                  size_t after_service_len,
+                                  size_t limit,
+                                  statemachine_remediation_visit visit,
+                                  void *data,
+                                  bool *more,
+                                  char *errmsg);
+
+enum statemachine_incident_state {
+    STATEMACHINE_INCIDENT_OPEN,
+    STATEMACHINE_INCIDENT_ACKNOWLEDGED,
+    STATEMACHINE_INCIDENT_RESOLVED,
+    STATEMACHINE_INCIDENT_STATE_NR
+};
+
+/* "open", "acknowledged", "resolved"; "unknown" out of range. */
+const char *statemachine_incident_state_name(int state);
+
+/* An incident (strings borrowed from the transaction). Each step keeps
+ * its index, time, who and why (0 and "" until it happens). */
+struct statemachine_incident {
+    uint64_t id; /* the index of the INCIDENT_OPEN entry */
+    const char *agent_id;
+    size_t agent_id_len;
+    const char *service; /* "" for the agent as a whole */
+    size_t service_len;
+    const char *kind;
+    size_t kind_len;
+    const char *policy;
+    size_t policy_len;
+    const char *detail;
+    size_t detail_len;
+    uint64_t attempts;
+    int state; /* enum statemachine_incident_state */
+    uint64_t opened_ms;
+    const char *opened_by;
+    size_t opened_by_len;
+    const char *opened_reason;
+    size_t opened_reason_len;
+    uint64_t acked_index;
+    uint64_t acked_ms;
+    const char *acked_by;
+    size_t acked_by_len;
+    const char *acked_reason;
+    size_t acked_reason_len;
+    uint64_t resolved_index;
+    uint64_t resolved_ms;
+    const char *resolved_by;
+    size_t resolved_by_len;
+    const char *resolved_reason;
+    size_t resolved_reason_len;
+};
+
+int statemachine_incident_get(struct storage_txn *t,
+                              uint64_t id,
+                              struct statemachine_incident *out,
+                              char *errmsg);
+
+typedef int (*statemachine_incident_visit)(
+    void *data, const struct statemachine_incident *i);
+
+/* Incidents with id > @after in id order, of @state only (-1: any; -2:
+ * open or acknowledged) and of @agent_id only (NULL: any), at most
+ * @limit. */
+#define STATEMACHINE_INCIDENT_UNRESOLVED (-2)
+int statemachine_incident_list(struct storage_txn *t,
+                               int state,
+                               const char *agent_id,
+                               size_t agent_id_len,
+                               uint64_t after,
+                               size_t limit,
+                               statemachine_incident_visit visit,
+                               void *data,
+                               bool *more,
+                               char *errmsg);
+
+/* Values of enum reconcile_freeze_scope, plus the pause flag. */
+enum statemachine_override_scope {
+    STATEMACHINE_OVERRIDE_SERVICE = 1,
+    STATEMACHINE_OVERRIDE_AGENT,
+    STATEMACHINE_OVERRIDE_SITE,
+    STATEMACHINE_OVERRIDE_PAUSE,
+    STATEMACHINE_OVERRIDE_SCOPE_NR
+};
+
+struct statemachine_override {
+    int scope;        /* enum statemachine_override_scope */
+    const char *name; /* "" for pause */
+    size_t name_len;
+    const char *agent_id; /* service scope: one agent; "" = all */
+    size_t agent_id_len;
+    uint64_t until_ms; /* 0 = until cleared */
+    uint64_t set_index;
+    uint64_t set_ms;
+    const char *requested_by;
+    size_t requested_by_len;
+    const char *reason;
+    size_t reason_len;
+};
+
+typedef int (*statemachine_override_visit)(
+    void *data, const struct statemachine_override *o);
+
+/* Every override, in (scope, name, agent) order. */
+int statemachine_override_list(struct storage_txn *t,
+                               statemachine_override_visit visit,
+                               void *data,
+                               char *errmsg);
+
+/* The override of (@scope, @name, @agent_id): 0 or REMS_ENOTFOUND. */
+int statemachine_override_get(struct storage_txn *t,
+                              int scope,
+                              const char *name,
+                              size_t name_len,
+                              const char *agent_id,
+                              size_t agent_id_len,
+                              struct statemachine_override *out,
+                              char *errmsg);
+
+/* Whether the reconciler is paused (a pause override exists). */
+int statemachine_paused(struct storage_txn *t, bool *out, char *errmsg);
+
+/* Values of enum reconcile_window_scope and reconcile_window_policy. */
+enum statemachine_window_scope {
+    STATEMACHINE_WINDOW_GLOBAL = 1,
+    STATEMACHINE_WINDOW_SITE,
+    STATEMACHINE_WINDOW_AGENT,
+};
+enum statemachine_window_mode {
+    STATEMACHINE_WINDOW_AUTO_INSIDE_ONLY = 1,
+    STATEMACHINE_WINDOW_NEVER_INSIDE,
+};
+
+struct statemachine_window {
+    const char *name;
+    size_t name_len;
+    int scope;          /* enum statemachine_window_scope */
+    const char *target; /* "" for global */
+    size_t target_len;
+    int mode; /* enum statemachine_window_mode */
+    bool weekly;
+    uint64_t start_ms;
+    uint64_t end_ms;
+    unsigned days;
+    unsigned start_minute;
+    unsigned duration_minutes;
+    uint64_t set_index;
+    const char *requested_by;
+    size_t requested_by_len;
+    const char *reason;
+    size_t reason_len;
+};
+
+int statemachine_window_get(struct storage_txn *t,
+                            const char *name,
+                            size_t name_len,
+                            struct statemachine_window *out,
+                            char *errmsg);
+
+typedef int (*statemachine_window_visit)(void *data,
+                                         const struct statemachine_window *w);
+
+/* Windows with name > @after in name order, at most @limit. */
+int statemachine_window_list(struct storage_txn *t,
+                             const char *after,
+                             size_t after_len,
+                             size_t limit,
+                             statemachine_window_visit visit,
+                             void *data,
+                             bool *more,
+                             char *errmsg);
 
 /* Snapshot format: a MessagePack header {v, format:"lmdb", last_applied,
  * image_len} followed by the LMDB image. */

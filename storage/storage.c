@@ -31,8 +31,9 @@
 #include "common/heap.h"
 
 static const char *const table_names[STORAGE_TABLE_NR] = {
-    "meta",   "policies", "audit",    "requests", "reqidx",
-    "members", "agents",  "leases",   "commands", "pending",
+    "meta",         "policies",  "audit",     "requests", "reqidx",
+    "members",      "agents",    "leases",    "commands", "pending",
+    "remediations", "incidents", "overrides", "windows",
 };
 
 struct storage {

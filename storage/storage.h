@@ -35,16 +35,20 @@
 #define STORAGE_DEFAULT_MAP_SIZE ((size_t)1 << 30) /* 1 GiB */
 
 enum storage_table {
-    STORAGE_META,     /* Small named values ("last_applied", ...). */
-    STORAGE_POLICIES, /* Policy key -> record. */
-    STORAGE_AUDIT,    /* Big-endian index -> audit record. */
-    STORAGE_REQUESTS, /* Request id -> first result. */
-    STORAGE_REQIDX,   /* Big-endian index -> request id (for pruning). */
-    STORAGE_MEMBERS,  /* Big-endian node id -> member record. */
-    STORAGE_AGENTS,   /* Agent id -> agent record. */
-    STORAGE_LEASES,   /* Agent id -> lease record. */
-    STORAGE_COMMANDS, /* Command id -> command record. */
-    STORAGE_PENDING,  /* Command id -> big-endian issue index (pending). */
+    STORAGE_META,         /* Small named values ("last_applied", ...). */
+    STORAGE_POLICIES,     /* Policy key -> record. */
+    STORAGE_AUDIT,        /* Big-endian index -> audit record. */
+    STORAGE_REQUESTS,     /* Request id -> first result. */
+    STORAGE_REQIDX,       /* Big-endian index -> request id (for pruning). */
+    STORAGE_MEMBERS,      /* Big-endian node id -> member record. */
+    STORAGE_AGENTS,       /* Agent id -> agent record. */
+    STORAGE_LEASES,       /* Agent id -> lease record. */
+    STORAGE_COMMANDS,     /* Command id -> command record. */
+    STORAGE_PENDING,      /* Command id -> big-endian issue index (pending). */
+    STORAGE_REMEDIATIONS, /* agent id \0 service -> remediation record. */
+    STORAGE_INCIDENTS,    /* Big-endian incident id -> incident record. */
+    STORAGE_OVERRIDES,    /* scope byte, name \0 agent -> override. */
+    STORAGE_WINDOWS,      /* Window name -> maintenance window. */
     STORAGE_TABLE_NR
 };
 

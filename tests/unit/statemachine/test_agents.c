@@ -386,7 +386,9 @@ static void entry_names(void **state)
     assert_string_equal(statemachine_entry_type_name(9), "agent_report");
     assert_string_equal(statemachine_entry_type_name(10), "command_issue");
     assert_string_equal(statemachine_entry_type_name(11), "command_resolve");
-    assert_string_equal(statemachine_entry_type_name(12), "unknown");
+    assert_string_equal(statemachine_entry_type_name(12), "incident_open");
+    assert_string_equal(statemachine_entry_type_name(18), "record_reset");
+    assert_string_equal(statemachine_entry_type_name(19), "unknown");
 
     assert_string_equal(statemachine_command_state_name(PENDING), "pending");
     assert_string_equal(statemachine_command_state_name(ACKED), "acked");
@@ -752,7 +754,7 @@ static void decode_agent_id(void **state)
     memset(id65, 'a', sizeof id65);
     memset(id64, 'a', sizeof id64);
     for (type = STATEMACHINE_ENTRY_AGENT_REGISTER;
-         type < STATEMACHINE_ENTRY_TYPE_NR; type++) {
+         type <= STATEMACHINE_ENTRY_COMMAND_RESOLVE; type++) {
         const struct field *body = bodies[type - 6];
         size_t n = nbody[type - 6];
         struct field fields[6];
