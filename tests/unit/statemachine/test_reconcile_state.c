@@ -1615,6 +1615,61 @@ static void snapshot_restore(void **state)
     assert_true(get_rec(f, f->s2, "a1", "web").deployed_digest == 11);
 }
 
+/* Every allocation of applying each new kind of entry fails in turn: the
+ * apply reports REMS_ENOMEM and leaves the tables as they were, then
+ * succeeds. */
+static void out_of_memory(void **state)
+{
+    struct fixture *f = *state;
+    struct statemachine_entry seq[9];
+    struct collect before;
+    struct collect after;
+    size_t n = 0;
+    size_t k;
+    uint64_t i = 1;
+
+    seq[0] = reg_e("a1");
+    apply(f, i++, &seq[0]);
+    seq[n++] = issue_rec("c1", "a1", "web", "redeploy", 1, 5, "q1");
+    seq[n++] = resolve_e("c1", "a1", "acked");
+    seq[n++] = open_e("a1", "web", "q3");
+    seq[n++] = update_e(4, "resolve");
+    seq[n++] =
+        override_e(STATEMACHINE_ENTRY_OVERRIDE_SET, "agent", "a1", NULL, 0);
+    seq[n++] =
+        override_e(STATEMACHINE_ENTRY_OVERRIDE_CLEAR, "agent", "a1", NULL, 0);
+    seq[n++] = weekly_e("w1", 1, 0, 60);
+    seq[n++] = reset_e("a1", "web", "delete");
+    for (k = 0; k < n; k++) {
+        struct statemachine_result res;
+        void *buf;
+        size_t len;
+        long fail;
+        long live;
+        int rv;
+        encode(f, &seq[k], &buf, &len);
+        live = f->heap.live;
+        dump(f, f->s, &before);
+        for (fail = 0;; fail++) {
+            test_heap_fail_after(&f->heap, fail);
+            rv = statemachine_apply(f->s, i, buf, len, &res, f->errmsg);
+            test_heap_fail_after(&f->heap, -1);
+            if (rv == 0) {
+                break;
+            }
+            assert_int_equal(rv, REMS_ENOMEM);
+            assert_int_equal(f->heap.live, live);
+            dump(f, f->s, &after);
+            assert_string_equal(before.buf, after.buf);
+        }
+        assert_true(fail >= 1);
+        assert_int_equal(res.code, 0);
+        rems_free(buf);
+        i++;
+    }
+    assert_int_equal(get_rec(f, f->s, "a1", "web").rv, REMS_ENOTFOUND);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1625,7 +1680,7 @@ int main(void)
         T(remediation_list), T(incidents),
         T(overrides),        T(windows),
         T(audit_records),    T(deterministic),
-        T(snapshot_restore),
+        T(snapshot_restore), T(out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
