@@ -13,6 +13,7 @@
  *   overrides[scope byte, name, \0, agent]
  *       {scope, name, agent_id, until_ms, set_index, set_ms, requested_by,
  *        reason}                       (pause: key is the scope byte alone)
+ *   incidents_open[be64 id]  one zero byte, for unresolved incidents only
  *   windows[name]
  *       {scope, target, mode, weekly, start_ms, end_ms, days, start_minute,
  *        duration_minutes, set_index, requested_by, reason}
@@ -967,6 +968,8 @@ static int apply_incident_open(struct storage_txn *t,
                                char *errmsg)
 {
     struct statemachine_incident i;
+    unsigned char k[8];
+    int rv;
     memset(&i, 0, sizeof i);
     i.id = index;
     i.agent_id = e->agent_id;
@@ -988,7 +991,12 @@ static int apply_incident_open(struct storage_txn *t,
     i.opened_reason_len = e->reason_len;
     res->created = true;
     res->revision = index;
-    return put_incident(t, &i, errmsg);
+    rv = put_incident(t, &i, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    storage_u64_key(index, k);
+    return storage_put(t, STORAGE_INCIDENTS_OPEN, k, sizeof k, "", 1, errmsg);
 }
 
 static int apply_incident_update(struct storage_txn *t,
@@ -998,6 +1006,7 @@ static int apply_incident_update(struct storage_txn *t,
                                  char *errmsg)
 {
     struct statemachine_incident i;
+    unsigned char k[8];
     bool resolve = mpread_streq(e->op, e->op_len, "resolve");
     int rv = statemachine_incident_get(t, e->incident_id, &i, errmsg);
     if (rv == REMS_ENOTFOUND) {
@@ -1049,7 +1058,15 @@ static int apply_incident_update(struct storage_txn *t,
             return rv;
         }
         res->revision = index;
-        if (!resolve || sl == 0) {
+        if (!resolve) {
+            return 0;
+        }
+        storage_u64_key(e->incident_id, k);
+        rv = storage_del(t, STORAGE_INCIDENTS_OPEN, k, sizeof k, errmsg);
+        if (rv != 0 && rv != REMS_ENOTFOUND) {
+            return rv;
+        }
+        if (sl == 0) {
             return 0;
         }
         /* The service gets max_attempts new tries. */
@@ -1076,13 +1093,19 @@ int statemachine_incident_list(struct storage_txn *t,
     size_t kl;
     size_t vl;
     size_t n = 0;
+    /* Unresolved ones are listed from their index, so the reconciler's
+     * passes do not walk the resolved history. */
+    bool open = state == STATEMACHINE_INCIDENT_OPEN ||
+                state == STATEMACHINE_INCIDENT_ACKNOWLEDGED ||
+                state == STATEMACHINE_INCIDENT_UNRESOLVED;
     int rv;
 
     *more = false;
     if (after == UINT64_MAX) {
         return 0;
     }
-    rv = storage_cursor_open(t, STORAGE_INCIDENTS, &c, errmsg);
+    rv = storage_cursor_open(
+        t, open ? STORAGE_INCIDENTS_OPEN : STORAGE_INCIDENTS, &c, errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -1095,7 +1118,17 @@ int statemachine_incident_list(struct storage_txn *t,
             rv = REMS_ECORRUPT;
             break;
         }
-        rv = decode_incident(storage_u64_from_key(k), v, vl, &i, errmsg);
+        if (open) {
+            rv = statemachine_incident_get(t, storage_u64_from_key(k), &i,
+                                           errmsg);
+            if (rv == REMS_ENOTFOUND) {
+                rems_errmsgf(errmsg, "incidents_open[%llu]: no incident",
+                             (unsigned long long)storage_u64_from_key(k));
+                rv = REMS_ECORRUPT;
+            }
+        } else {
+            rv = decode_incident(storage_u64_from_key(k), v, vl, &i, errmsg);
+        }
         if (rv != 0) {
             break;
         }

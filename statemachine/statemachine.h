@@ -593,7 +593,8 @@ typedef int (*statemachine_incident_visit)(
 
 /* Incidents with id > @after in id order, of @state only (-1: any; -2:
  * open or acknowledged) and of @agent_id only (NULL: any), at most
- * @limit. */
+ * @limit. Listing unresolved ones (open, acknowledged or -2) walks only
+ * an index of them, however many have been resolved. */
 #define STATEMACHINE_INCIDENT_UNRESOLVED (-2)
 int statemachine_incident_list(struct storage_txn *t,
                                int state,

@@ -49,6 +49,7 @@ enum storage_table {
     STORAGE_INCIDENTS,    /* Big-endian incident id -> incident record. */
     STORAGE_OVERRIDES,    /* scope byte, name \0 agent -> override. */
     STORAGE_WINDOWS,      /* Window name -> maintenance window. */
+    STORAGE_INCIDENTS_OPEN, /* Big-endian incident id -> 0 (unresolved). */
     STORAGE_TABLE_NR
 };
 

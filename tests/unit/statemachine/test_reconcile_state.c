@@ -1141,6 +1141,28 @@ static void incidents(void **state)
     e = update_e(4, "acknowledge");
     res = apply(f, i++, &e);
     assert_int_equal(res.code, REMS_ECONFLICT);
+    assert_int_equal(storage_txn_begin(f->s, false, &t, f->errmsg), 0);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(statemachine_incident_list(
+                         t, STATEMACHINE_INCIDENT_ACKNOWLEDGED, NULL, 0, 0, 10,
+                         collect_incident, &c, &more, f->errmsg),
+                     0);
+    assert_string_equal(c.buf, "4:a1/web:acknowledged,");
+    memset(&c, 0, sizeof c);
+    assert_int_equal(statemachine_incident_list(t, STATEMACHINE_INCIDENT_OPEN,
+                                                NULL, 0, 0, 1, collect_incident,
+                                                &c, &more, f->errmsg),
+                     0);
+    assert_string_equal(c.buf, "6:a1/:open,");
+    assert_true(more);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(statemachine_incident_list(
+                         t, STATEMACHINE_INCIDENT_UNRESOLVED, "a2", 2, 6, 10,
+                         collect_incident, &c, &more, f->errmsg),
+                     0);
+    assert_string_equal(c.buf, "7:a2/db:open,");
+    assert_false(more);
+    storage_txn_abort(t);
 
     /* Resolve: the record's attempts are reset in the same entry. */
     e = update_e(4, "resolve");
@@ -1494,8 +1516,9 @@ static uint64_t populate(struct fixture *f, struct storage *s)
 static void dump(struct fixture *f, struct storage *s, struct collect *out)
 {
     static const enum storage_table tables[] = {
-        STORAGE_REMEDIATIONS, STORAGE_INCIDENTS, STORAGE_OVERRIDES,
-        STORAGE_WINDOWS,      STORAGE_AUDIT,     STORAGE_REQUESTS};
+        STORAGE_REMEDIATIONS, STORAGE_INCIDENTS,      STORAGE_OVERRIDES,
+        STORAGE_WINDOWS,      STORAGE_INCIDENTS_OPEN, STORAGE_AUDIT,
+        STORAGE_REQUESTS};
     struct storage_txn *t;
     size_t n;
     memset(out, 0, sizeof *out);
