@@ -1693,6 +1693,111 @@ static void out_of_memory(void **state)
     assert_int_equal(get_rec(f, f->s, "a1", "web").rv, REMS_ENOTFOUND);
 }
 
+/* Visitors that must not be reached (the records do not decode). */
+static int no_rec(void *data, const struct statemachine_remediation *r)
+{
+    (void)data;
+    (void)r;
+    fail();
+    return 0;
+}
+
+static int no_incident(void *data, const struct statemachine_incident *i)
+{
+    (void)data;
+    (void)i;
+    fail();
+    return 0;
+}
+
+static int no_override(void *data, const struct statemachine_override *o)
+{
+    (void)data;
+    (void)o;
+    fail();
+    return 0;
+}
+
+static int no_window(void *data, const struct statemachine_window *w)
+{
+    (void)data;
+    (void)w;
+    fail();
+    return 0;
+}
+
+/* Put @v under @k in @table of f->s, bypassing apply. */
+static void put_raw(struct fixture *f,
+                    enum storage_table table,
+                    const void *k,
+                    size_t kl,
+                    const char *v)
+{
+    struct storage_txn *t;
+    assert_int_equal(storage_txn_begin(f->s, true, &t, f->errmsg), 0);
+    assert_int_equal(storage_put(t, table, k, kl, v, strlen(v), f->errmsg), 0);
+    assert_int_equal(storage_txn_commit(t, f->errmsg), 0);
+}
+
+/* Records that do not decode are reported as REMS_ECORRUPT naming the
+ * table, by gets and lists alike. */
+static void corrupt_records(void **state)
+{
+    struct fixture *f = *state;
+    struct storage_txn *t;
+    struct statemachine_remediation r;
+    struct statemachine_incident inc;
+    struct statemachine_override o;
+    struct statemachine_window w;
+    unsigned char id[8];
+    bool more;
+    bool paused;
+
+    put_raw(f, STORAGE_REMEDIATIONS, "a1\0web", 6, "\xc1");
+    storage_u64_key(3, id);
+    put_raw(f, STORAGE_INCIDENTS, id, sizeof id, "\x80"); /* {} */
+    put_raw(f, STORAGE_OVERRIDES, "\x04", 1, "\x90");     /* [] */
+    put_raw(f, STORAGE_WINDOWS, "w1", 2, "\x81\xa5scope\x09");
+    storage_u64_key(4, id);
+    put_raw(f, STORAGE_INCIDENTS_OPEN, id, sizeof id, "x");
+
+    assert_int_equal(storage_txn_begin(f->s, false, &t, f->errmsg), 0);
+    assert_int_equal(
+        statemachine_remediation_get(t, "a1", 2, "web", 3, &r, f->errmsg),
+        REMS_ECORRUPT);
+    assert_errmsg_has(f, "remediations[");
+    assert_int_equal(statemachine_remediation_list(t, NULL, 0, NULL, 0, NULL, 0,
+                                                   10, no_rec, NULL, &more,
+                                                   f->errmsg),
+                     REMS_ECORRUPT);
+    assert_int_equal(statemachine_incident_get(t, 3, &inc, f->errmsg),
+                     REMS_ECORRUPT);
+    assert_errmsg_has(f, "incidents[3]: record is corrupt");
+    assert_int_equal(statemachine_incident_list(t, -1, NULL, 0, 0, 10,
+                                                no_incident, NULL, &more,
+                                                f->errmsg),
+                     REMS_ECORRUPT);
+    assert_int_equal(
+        statemachine_incident_list(t, STATEMACHINE_INCIDENT_UNRESOLVED, NULL, 0,
+                                   0, 10, no_incident, NULL, &more, f->errmsg),
+        REMS_ECORRUPT);
+    assert_errmsg_has(f, "incidents_open[4]: no incident");
+    assert_int_equal(statemachine_override_get(t, STATEMACHINE_OVERRIDE_PAUSE,
+                                               NULL, 0, NULL, 0, &o, f->errmsg),
+                     REMS_ECORRUPT);
+    assert_int_equal(statemachine_paused(t, &paused, f->errmsg), REMS_ECORRUPT);
+    assert_int_equal(
+        statemachine_override_list(t, no_override, NULL, f->errmsg),
+        REMS_ECORRUPT);
+    assert_int_equal(statemachine_window_get(t, "w1", 2, &w, f->errmsg),
+                     REMS_ECORRUPT);
+    assert_errmsg_has(f, "windows[w1]: record is corrupt");
+    assert_int_equal(statemachine_window_list(t, NULL, 0, 10, no_window, NULL,
+                                              &more, f->errmsg),
+                     REMS_ECORRUPT);
+    storage_txn_abort(t);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1704,6 +1809,7 @@ int main(void)
         T(overrides),        T(windows),
         T(audit_records),    T(deterministic),
         T(snapshot_restore), T(out_of_memory),
+        T(corrupt_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
