@@ -1019,8 +1019,8 @@ static int parse_services(struct parse *ps, const json_t *root)
         return fail(ps, "services: must be an array");
     }
     n = json_array_size(arr);
-    if (n == 0 || n > POLICY_SERVICES_MAX) {
-        return fail(ps, "services: must have 1..%d entries",
+    if (n > POLICY_SERVICES_MAX) {
+        return fail(ps, "services: must have at most %d entries",
                     POLICY_SERVICES_MAX);
     }
     p->services = policy__arena_alloc(ps->arena, n * sizeof *p->services);
@@ -1060,9 +1060,9 @@ static bool percent_parse(const char *s, unsigned *out)
 
 static int parse_rollout(struct parse *ps, const json_t *root)
 {
-    static const char *const allowed[] = {"canary",        "health_gate_ms",
-                                          "batch_size",    "batch_pause_ms",
-                                          "auto_rollback", NULL};
+    static const char *const allowed[] = {
+        "canary",         "health_gate_ms", "gate_timeout_ms", "batch_size",
+        "batch_pause_ms", "auto_rollback",  NULL};
     static const char rule[] =
         "rollout.canary: must be 1..100 percent or a count >= 1";
     struct policy_rollout *r = &ps->p->rollout;
@@ -1073,6 +1073,7 @@ static int parse_rollout(struct parse *ps, const json_t *root)
 
     r->canary = POLICY_DEFAULT_CANARY;
     r->health_gate_ms = POLICY_DEFAULT_HEALTH_GATE_MS;
+    r->gate_timeout_ms = 4 * POLICY_DEFAULT_HEALTH_GATE_MS;
     r->batch_size = POLICY_DEFAULT_BATCH_SIZE;
     r->batch_pause_ms = POLICY_DEFAULT_BATCH_PAUSE_MS;
     r->auto_rollback = true;
@@ -1122,6 +1123,23 @@ static int parse_rollout(struct parse *ps, const json_t *root)
         rv = get_bool(ps, obj, "rollout", "auto_rollback", true,
                       &r->auto_rollback);
     }
+    if (rv == 0) {
+        /* Default: four health gates, at least a minute, at most 24 h. */
+        uint64_t def = r->health_gate_ms * 4;
+        if (def < POLICY_DEFAULT_GATE_TIMEOUT_MS) {
+            def = POLICY_DEFAULT_GATE_TIMEOUT_MS;
+        }
+        if (def > POLICY_DURATION_MAX_MS) {
+            def = POLICY_DURATION_MAX_MS;
+        }
+        rv = get_uint(ps, obj, "rollout", "gate_timeout_ms", 1,
+                      POLICY_DURATION_MAX_MS, def, &r->gate_timeout_ms);
+    }
+    if (rv == 0 && r->gate_timeout_ms < r->health_gate_ms) {
+        rv = fail(ps, "rollout.gate_timeout_ms: must be >= "
+                      "rollout.health_gate_ms (%" PRIu64 ")",
+                  r->health_gate_ms);
+    }
     return rv;
 }
 
@@ -1166,8 +1184,8 @@ static int parse_remediation(struct parse *ps, const json_t *root)
 static int parse_document(struct parse *ps, const json_t *root)
 {
     static const char *const allowed[] = {
-        "description", "placement",   "mode", "services",
-        "rollout",     "remediation", NULL};
+        "description", "metadata",    "placement", "mode",
+        "services",    "rollout",     "remediation", NULL};
     const json_t *v;
     int rv;
 
@@ -1188,6 +1206,23 @@ static int parse_document(struct parse *ps, const json_t *root)
         rv = copy_string(ps, v, &ps->p->description);
         if (rv != 0) {
             return rv;
+        }
+    }
+    ps->p->metadata = "{}";
+    v = json_object_get(root, "metadata");
+    if (v != NULL) {
+        char *text;
+        if (!json_is_object(v)) {
+            return fail(ps, "metadata: must be an object");
+        }
+        text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+        if (text == NULL) {
+            return oom(ps);
+        }
+        ps->p->metadata = policy__arena_strdup(ps->arena, text);
+        free(text);
+        if (ps->p->metadata == NULL) {
+            return oom(ps);
         }
     }
     rv = parse_placement(ps, root);
@@ -1441,6 +1476,7 @@ int policy_render_json(const struct policy *p,
         goto err;
     }
     set(root, "description", json_string(p->description), &ok);
+    set(root, "metadata", json_loads(p->metadata, 0, NULL), &ok);
     set(root, "placement", placement_json(&p->placement, &ok), &ok);
     set(root, "mode", json_string(policy_mode_name(p->mode)), &ok);
     services = json_array();
@@ -1458,6 +1494,8 @@ int policy_render_json(const struct policy *p,
         }
         set(rollout, "health_gate_ms",
             json_integer((json_int_t)p->rollout.health_gate_ms), &ok);
+        set(rollout, "gate_timeout_ms",
+            json_integer((json_int_t)p->rollout.gate_timeout_ms), &ok);
         set(rollout, "batch_size", json_integer(p->rollout.batch_size), &ok);
         set(rollout, "batch_pause_ms",
             json_integer((json_int_t)p->rollout.batch_pause_ms), &ok);

@@ -25,7 +25,9 @@
  *        "allowed_commands": ["restart", "start"],
  *        "secrets": [{"env": "DB_PASSWORD",
  *                     "ref": "vault://kv/web#db_password"}]}],
+ *     "metadata": {"owner": "ops", "ticket": 4711},        (optional)
  *     "rollout": {"canary": "10%", "health_gate_ms": 60000,
+ *                 "gate_timeout_ms": 240000,
  *                 "batch_size": 10, "batch_pause_ms": 60000,
  *                 "auto_rollback": true},
  *     "remediation": {"max_attempts": 3, "backoff_ms": 60000,
@@ -78,6 +80,7 @@
 /* Defaults of the optional fields. */
 #define POLICY_DEFAULT_CANARY 1u /* one agent */
 #define POLICY_DEFAULT_HEALTH_GATE_MS 60000u
+#define POLICY_DEFAULT_GATE_TIMEOUT_MS 60000u /* at least; see below */
 #define POLICY_DEFAULT_BATCH_SIZE 10u
 #define POLICY_DEFAULT_BATCH_PAUSE_MS 60000u
 #define POLICY_DEFAULT_MAX_ATTEMPTS 3u
@@ -169,6 +172,10 @@ struct policy_rollout {
     bool canary_percent;     /* canary is a percent of the selected agents */
     unsigned canary;         /* 1..100 percent, or 1..CANARY_COUNT_MAX agents */
     uint64_t health_gate_ms; /* 0..DURATION_MAX */
+    /* A gate not passed within this time of its start fails: 1..
+     * DURATION_MAX, >= health_gate_ms; default 4 x health_gate_ms, at
+     * least POLICY_DEFAULT_GATE_TIMEOUT_MS, at most DURATION_MAX. */
+    uint64_t gate_timeout_ms;
     unsigned batch_size;     /* 1..BATCH_SIZE_MAX agents */
     uint64_t batch_pause_ms; /* 0..DURATION_MAX */
     bool auto_rollback;      /* a failed gate rolls back (default true) */
@@ -183,6 +190,10 @@ struct policy_remediation {
 /* A validated policy. Everything it points to belongs to it. */
 struct policy {
     const char *description; /* "" when absent */
+    /* "metadata": any JSON object, kept for people and tools and never
+     * read by rems; its canonical text (compact, keys sorted), "{}" when
+     * absent. */
+    const char *metadata;
     struct policy_placement placement;
     int mode;                        /* enum policy_mode */
     struct policy_service *services; /* in document order */

@@ -83,6 +83,9 @@ static void minimal_defaults(void **state)
     assert_false(p->rollout.canary_percent);
     assert_int_equal(p->rollout.canary, POLICY_DEFAULT_CANARY);
     assert_int_equal(p->rollout.health_gate_ms, POLICY_DEFAULT_HEALTH_GATE_MS);
+    assert_int_equal(p->rollout.gate_timeout_ms,
+                     4 * POLICY_DEFAULT_HEALTH_GATE_MS);
+    assert_string_equal(p->metadata, "{}");
     assert_int_equal(p->rollout.batch_size, POLICY_DEFAULT_BATCH_SIZE);
     assert_int_equal(p->rollout.batch_pause_ms, POLICY_DEFAULT_BATCH_PAUSE_MS);
     assert_true(p->rollout.auto_rollback);
@@ -95,6 +98,7 @@ static void minimal_defaults(void **state)
 
 #define FULL                                                                   \
     "{\"description\":\"north gateways\","                                     \
+    "\"metadata\":{\"ticket\":4711,\"owner\":{\"team\":\"ops\"}},"            \
     "\"placement\":{\"agents\":[\"edge-9\",\"edge-2\"],"                       \
     "\"selector\":{\"match_labels\":{\"site\":\"north\",\"role\":\"gw\"},"     \
     "\"match_expressions\":["                                                  \
@@ -114,7 +118,8 @@ static void minimal_defaults(void **state)
     "{\"name\":\"db\",\"command\":[\"/bin/db\"],\"autostart\":false,"          \
     "\"allowed_commands\":[]}],"                                               \
     "\"rollout\":{\"canary\":\"10%\",\"health_gate_ms\":30000,"                \
-    "\"batch_size\":5,\"batch_pause_ms\":0,\"auto_rollback\":false},"          \
+    "\"batch_size\":5,\"batch_pause_ms\":0,\"auto_rollback\":false,"           \
+    "\"gate_timeout_ms\":45000},"                                             \
     "\"remediation\":{\"max_attempts\":5,\"backoff_ms\":1000,"                 \
     "\"reset_after_ms\":2000}}"
 
@@ -163,6 +168,9 @@ static void full_document(void **state)
     assert_true(p->rollout.canary_percent);
     assert_int_equal(p->rollout.canary, 10);
     assert_int_equal(p->rollout.health_gate_ms, 30000);
+    assert_int_equal(p->rollout.gate_timeout_ms, 45000);
+    assert_string_equal(p->metadata,
+                        "{\"owner\":{\"team\":\"ops\"},\"ticket\":4711}");
     assert_int_equal(p->rollout.batch_size, 5);
     assert_int_equal(p->rollout.batch_pause_ms, 0);
     assert_false(p->rollout.auto_rollback);
@@ -198,11 +206,13 @@ static void render_canonical(void **state)
     assert_int_equal(parse(f, MINIMAL), 0);
     assert_int_equal(policy_render_json(f->p, &a, &la, f->errmsg), 0);
     assert_string_equal(
-        a, "{\"description\":\"\",\"mode\":\"recommend\",\"placement\":{"
+        a, "{\"description\":\"\",\"metadata\":{},\"mode\":\"recommend\","
+           "\"placement\":{"
            "\"agents\":[\"edge-1\"]},\"remediation\":{\"backoff_ms\":60000,"
            "\"max_attempts\":3,\"reset_after_ms\":600000},\"rollout\":{"
            "\"auto_rollback\":true,\"batch_pause_ms\":60000,\"batch_size\":"
-           "10,\"canary\":1,\"health_gate_ms\":60000},\"services\":[{"
+           "10,\"canary\":1,\"gate_timeout_ms\":240000,\"health_gate_ms\":"
+           "60000},\"services\":[{"
            "\"allowed_commands\":[\"start\",\"stop\",\"restart\",\"pause\","
            "\"resume\",\"quarantine\",\"push_manifest\",\"diagnostics\"],"
            "\"command\":[\"/bin/web\"],\"criticality\":\"optional\","
@@ -359,8 +369,8 @@ static const struct bad_case bad_cases[] = {
      "description: must be a string of at most 1024 bytes"},
     {"{" PLACE "}", REMS_EINVAL, "services: required"},
     {"{" PLACE ",\"services\":{}}", REMS_EINVAL, "services: must be an array"},
-    {"{" PLACE ",\"services\":[]}", REMS_EINVAL,
-     "services: must have 1..256 entries"},
+    {DOC_WITH("\"metadata\":[1]"), REMS_EINVAL,
+     "metadata: must be an object"},
     {DOC(SVC "},7"), REMS_EINVAL, "services[1]: must be an object"},
     {DOC("{\"command\":[\"/bin/x\"]}"), REMS_EINVAL,
      "services[0].name: required"},
@@ -427,6 +437,12 @@ static const struct bad_case bad_cases[] = {
      "rollout.batch_size: must be an integer"},
     {DOC_WITH("\"rollout\":{\"health_gate_ms\":86400001}"), REMS_EINVAL,
      "rollout.health_gate_ms: must be <= 86400000 (24 h)"},
+    {DOC_WITH("\"rollout\":{\"health_gate_ms\":5000,"
+              "\"gate_timeout_ms\":4999}"),
+     REMS_EINVAL, "rollout.gate_timeout_ms: must be >= "
+                  "rollout.health_gate_ms (5000)"},
+    {DOC_WITH("\"rollout\":{\"gate_timeout_ms\":0}"), REMS_EINVAL,
+     "rollout.gate_timeout_ms: must be >= 1"},
     {DOC_WITH("\"rollout\":{\"auto_rollback\":\"yes\"}"), REMS_EINVAL,
      "rollout.auto_rollback: must be true or false"},
     {DOC_WITH("\"rollout\":{\"stages\":3}"), REMS_EINVAL,
@@ -465,6 +481,25 @@ static void invalid_documents(void **state)
         assert_int_equal(f->heap.live, 0);
     }
     assert_int_equal(failed, 0);
+}
+
+/* A policy may place no service (it then only makes the agents' other
+ * services unexpected); metadata is kept as canonical text. */
+static void empty_services_and_metadata(void **state)
+{
+    struct fixture *f = *state;
+    char *text;
+    size_t len;
+
+    assert_int_equal(parse(f, "{" PLACE ",\"services\":[],\"metadata\":"
+                              "{\"z\":[1,2],\"a\":null}}"),
+                     0);
+    assert_int_equal(f->p->n_services, 0);
+    assert_string_equal(f->p->metadata, "{\"a\":null,\"z\":[1,2]}");
+    assert_int_equal(policy_render_json(f->p, &text, &len, f->errmsg), 0);
+    assert_non_null(strstr(text, "\"metadata\":{\"a\":null,\"z\":[1,2]}"));
+    assert_non_null(strstr(text, "\"services\":[]"));
+    rems_free(text);
 }
 
 /* A document over POLICY_DOC_MAX is refused before it is parsed. */
@@ -540,6 +575,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(render_canonical, setup, teardown),
         cmocka_unit_test_setup_teardown(selection, setup, teardown),
         cmocka_unit_test_setup_teardown(invalid_documents, setup, teardown),
+        cmocka_unit_test_setup_teardown(empty_services_and_metadata, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(too_big, setup, teardown),
         cmocka_unit_test_setup_teardown(out_of_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(names, setup, teardown),
