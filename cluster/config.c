@@ -69,6 +69,15 @@ enum key_id {
     KEY_MAX_CLOCK_SKEW_MS,
     KEY_SEND_MARGIN_MS,
     KEY_AGENT_MAX_FRAME_BYTES,
+    KEY_SITE_LABEL,
+    KEY_RECONCILE_INTERVAL_MS,
+    KEY_RECONCILE_RATE_WINDOW_MS,
+    KEY_RECONCILE_MAX_PER_AGENT,
+    KEY_RECONCILE_MAX_PER_SITE,
+    KEY_RECONCILE_MAX_GLOBAL,
+    KEY_RECONCILE_MAX_IN_FLIGHT,
+    KEY_RECONCILE_COMMAND_TTL_MS,
+    KEY_RECONCILE_GRACE_MS,
     KEY_NR,
     /* Command line only: not a key of the file. */
     KEY_CONFIG = KEY_NR,
@@ -83,6 +92,7 @@ enum key_type {
     TYPE_JOIN,      /* An address, or empty for none. */
     TYPE_LOG_LEVEL, /* debug|info|warn|error. */
     TYPE_BOOL,      /* true|false|yes|no. */
+    TYPE_LABEL,     /* A label key (1..128 printable bytes), or empty. */
     TYPE_PEERS      /* A list in the file, repeated --peer options. */
 };
 
@@ -141,6 +151,24 @@ static const struct key_def keys[KEY_OPTION_NR] = {
     [KEY_AGENT_MAX_FRAME_BYTES] = {"agent_max_frame_bytes",
                                    "--agent-max-frame-bytes",
                                    INT(4096, 67108864)},
+    [KEY_SITE_LABEL] = {"site_label", "--site-label",
+                        STR(TYPE_LABEL, site_label)},
+    [KEY_RECONCILE_INTERVAL_MS] = {"reconcile_interval_ms", "--reconcile-interval-ms",
+        INT(100, 600000)},
+    [KEY_RECONCILE_RATE_WINDOW_MS] = {"reconcile_rate_window_ms", "--reconcile-rate-window-ms",
+        INT(1000, 86400000)},
+    [KEY_RECONCILE_MAX_PER_AGENT] = {"reconcile_max_per_agent", "--reconcile-max-per-agent",
+        INT(0, 1000000)},
+    [KEY_RECONCILE_MAX_PER_SITE] = {"reconcile_max_per_site", "--reconcile-max-per-site",
+        INT(0, 1000000)},
+    [KEY_RECONCILE_MAX_GLOBAL] = {"reconcile_max_global", "--reconcile-max-global",
+        INT(0, 1000000)},
+    [KEY_RECONCILE_MAX_IN_FLIGHT] = {"reconcile_max_in_flight", "--reconcile-max-in-flight",
+        INT(0, 1000000)},
+    [KEY_RECONCILE_COMMAND_TTL_MS] = {"reconcile_command_ttl_ms", "--reconcile-command-ttl-ms",
+        INT(1000, 86400000)},
+    [KEY_RECONCILE_GRACE_MS] = {"reconcile_grace_ms", "--reconcile-grace-ms",
+        INT(0, 86400000)},
     [KEY_CONFIG] = {NULL, "--config", OTHER(TYPE_PATH)},
 };
 
@@ -194,6 +222,11 @@ static void key_rule(enum key_id id, char *rule)
         case TYPE_BOOL:
             rems_errmsgf(rule, "must be true or false");
             break;
+        case TYPE_LABEL:
+            rems_errmsgf(rule, "must be a label key of 1 to %d printable "
+                               "bytes, or empty for none",
+                         CONFIG_LABEL_SIZE - 1);
+            break;
         case TYPE_PEERS:
             rems_errmsgf(rule, "must be a list of mappings with id, "
                                "raft_address and api_address");
@@ -228,6 +261,22 @@ static uint64_t int_field_get(const struct config *c, enum key_id id)
             return c->send_margin_ms;
         case KEY_AGENT_MAX_FRAME_BYTES:
             return c->agent_max_frame_bytes;
+        case KEY_RECONCILE_INTERVAL_MS:
+            return c->reconcile_interval_ms;
+        case KEY_RECONCILE_RATE_WINDOW_MS:
+            return c->reconcile_rate_window_ms;
+        case KEY_RECONCILE_MAX_PER_AGENT:
+            return c->reconcile_max_per_agent;
+        case KEY_RECONCILE_MAX_PER_SITE:
+            return c->reconcile_max_per_site;
+        case KEY_RECONCILE_MAX_GLOBAL:
+            return c->reconcile_max_global;
+        case KEY_RECONCILE_MAX_IN_FLIGHT:
+            return c->reconcile_max_in_flight;
+        case KEY_RECONCILE_COMMAND_TTL_MS:
+            return c->reconcile_command_ttl_ms;
+        case KEY_RECONCILE_GRACE_MS:
+            return c->reconcile_grace_ms;
         default:
             REMS_ASSERT(0 && "not an integer key");
             return 0;
@@ -274,6 +323,30 @@ static void int_field_set(struct config *c, enum key_id id, uint64_t v)
         case KEY_AGENT_MAX_FRAME_BYTES:
             c->agent_max_frame_bytes = (size_t)v;
             break;
+        case KEY_RECONCILE_INTERVAL_MS:
+            c->reconcile_interval_ms = (unsigned)v;
+            break;
+        case KEY_RECONCILE_RATE_WINDOW_MS:
+            c->reconcile_rate_window_ms = (unsigned)v;
+            break;
+        case KEY_RECONCILE_MAX_PER_AGENT:
+            c->reconcile_max_per_agent = (unsigned)v;
+            break;
+        case KEY_RECONCILE_MAX_PER_SITE:
+            c->reconcile_max_per_site = (unsigned)v;
+            break;
+        case KEY_RECONCILE_MAX_GLOBAL:
+            c->reconcile_max_global = (unsigned)v;
+            break;
+        case KEY_RECONCILE_MAX_IN_FLIGHT:
+            c->reconcile_max_in_flight = (unsigned)v;
+            break;
+        case KEY_RECONCILE_COMMAND_TTL_MS:
+            c->reconcile_command_ttl_ms = (unsigned)v;
+            break;
+        case KEY_RECONCILE_GRACE_MS:
+            c->reconcile_grace_ms = (unsigned)v;
+            break;
         default:
             REMS_ASSERT(0 && "not an integer key");
     }
@@ -284,6 +357,22 @@ static const char *string_get(const struct config *c, enum key_id id)
 {
     PRE(id < KEY_NR && keys[id].offset != 0);
     return (const char *)c + keys[id].offset;
+}
+
+/* A label key: 1..CONFIG_LABEL_SIZE-1 printable ASCII bytes, or empty. */
+static bool label_valid(const char *s)
+{
+    size_t i;
+    size_t len = strlen(s);
+    if (len >= CONFIG_LABEL_SIZE) {
+        return false;
+    }
+    for (i = 0; i < len; i++) {
+        if (s[i] <= ' ' || s[i] > '~') {
+            return false;
+        }
+    }
+    return true;
 }
 
 static int parse_bool(const char *s, bool *out)
@@ -427,6 +516,11 @@ static int key_set(struct config *c, enum key_id id, const char *value)
                 return REMS_EINVAL;
             }
             break;
+        case TYPE_LABEL:
+            if (!label_valid(value)) {
+                return REMS_EINVAL;
+            }
+            break;
         case TYPE_BOOL:
             if (parse_bool(value, &b) != 0) {
                 return REMS_EINVAL;
@@ -510,6 +604,15 @@ void config_defaults(struct config *c)
     c->max_clock_skew_ms = 500;
     c->send_margin_ms = 100;
     c->agent_max_frame_bytes = 1048576;
+    strcpy(c->site_label, "site");
+    c->reconcile_interval_ms = 2000;
+    c->reconcile_rate_window_ms = 600000;
+    c->reconcile_max_per_agent = 3;
+    c->reconcile_max_per_site = 20;
+    c->reconcile_max_global = 100;
+    c->reconcile_max_in_flight = 50;
+    c->reconcile_command_ttl_ms = 60000;
+    c->reconcile_grace_ms = 60000;
     strcpy(c->log_level, "info");
     c->fault_injection = false;
 }
@@ -1318,6 +1421,12 @@ int config_validate(const struct config *c, char *errmsg)
             rv = REMS_ECONFIG;
             goto err;
         }
+    }
+    if (!label_valid(c->site_label)) {
+        key_rule(KEY_SITE_LABEL, rule);
+        rems_errmsgf(errmsg, "site_label: %s", rule);
+        rv = REMS_ECONFIG;
+        goto err;
     }
     if (address_equal(c->raft_address, c->api_address)) {
         rems_errmsgf(errmsg, "api_address: must differ from raft_address");

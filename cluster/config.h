@@ -15,6 +15,7 @@
 
 #define CONFIG_MAX_PEERS 9
 #define CONFIG_ADDR_SIZE 64 /* "255.255.255.255:65535" fits easily. */
+#define CONFIG_LABEL_SIZE 129 /* a label key: 128 bytes and the NUL */
 #define CONFIG_PATH_SIZE 1024
 
 struct config_peer {
@@ -51,6 +52,16 @@ struct config {
     unsigned max_clock_skew_ms;     /* default 500, 0..60000 (ADR 0004) */
     unsigned send_margin_ms;        /* default 100, 0..60000 (ADR 0004) */
     size_t agent_max_frame_bytes;   /* default 1048576, 4096..67108864 */
+    /* The reconciler (docs/configuration.md, "Reconciler"). */
+    char site_label[CONFIG_LABEL_SIZE]; /* default "site"; "" = no sites */
+    unsigned reconcile_interval_ms;     /* default 2000, 100..600000 */
+    unsigned reconcile_rate_window_ms;  /* default 600000, 1000..86400000 */
+    unsigned reconcile_max_per_agent;   /* default 3, 0..1000000 */
+    unsigned reconcile_max_per_site;    /* default 20, 0..1000000 */
+    unsigned reconcile_max_global;      /* default 100, 0..1000000 */
+    unsigned reconcile_max_in_flight;   /* default 50, 0..1000000 */
+    unsigned reconcile_command_ttl_ms;  /* default 60000, 1000..86400000 */
+    unsigned reconcile_grace_ms;        /* default 60000, 0..86400000 */
 };
 
 /* Fill @c with the defaults above; required fields are left empty/0. */
@@ -72,7 +83,11 @@ int config_load_file(struct config *c, const char *path, char *errmsg);
  * --forward-timeout-ms N, --log-level L, --fault-injection, --agent-address
  * A, --tls-cert F, --tls-key F, --tls-ca F, --tls-crl F, --lease-ttl-ms N,
  * --agent-heartbeat-ms N, --max-clock-skew-ms N, --send-margin-ms N,
- * --agent-max-frame-bytes N. Both "--key
+ * --agent-max-frame-bytes N, --site-label L, --reconcile-interval-ms N,
+ * --reconcile-rate-window-ms N, --reconcile-max-per-agent N,
+ * --reconcile-max-per-site N, --reconcile-max-global N,
+ * --reconcile-max-in-flight N, --reconcile-command-ttl-ms N,
+ * --reconcile-grace-ms N. Both "--key
  * value" and "--key=value" work. Returns 0 or REMS_ECONFIG naming the
  * option. */
 int config_parse_args(struct config *c, int argc, char **argv, char *errmsg);

@@ -1338,6 +1338,49 @@ static void load_agent_keys(void **state)
     assert_int_equal(f->c.lease_ttl_ms, 6000);
 }
 
+/* The reconciler's keys: defaults, values, ranges, the site label. */
+static void load_reconciler_keys(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_string_equal(f->c.site_label, "site");
+    assert_int_equal(f->c.reconcile_interval_ms, 2000);
+    assert_int_equal(f->c.reconcile_max_in_flight, 50);
+    assert_int_equal(load(f, "site_label: rack.example/site\n"
+                             "reconcile_interval_ms: 500\n"
+                             "reconcile_rate_window_ms: 60000\n"
+                             "reconcile_max_per_agent: 0\n"
+                             "reconcile_max_per_site: 7\n"
+                             "reconcile_max_global: 9\n"
+                             "reconcile_max_in_flight: 4\n"
+                             "reconcile_command_ttl_ms: 30000\n"
+                             "reconcile_grace_ms: 0\n"),
+                     0);
+    assert_string_equal(f->c.site_label, "rack.example/site");
+    assert_int_equal(f->c.reconcile_interval_ms, 500);
+    assert_int_equal(f->c.reconcile_rate_window_ms, 60000);
+    assert_int_equal(f->c.reconcile_max_per_agent, 0);
+    assert_int_equal(f->c.reconcile_max_per_site, 7);
+    assert_int_equal(f->c.reconcile_max_global, 9);
+    assert_int_equal(f->c.reconcile_max_in_flight, 4);
+    assert_int_equal(f->c.reconcile_command_ttl_ms, 30000);
+    assert_int_equal(f->c.reconcile_grace_ms, 0);
+    assert_load_error(f, "reconcile_interval_ms: 99\n", 1,
+                      "reconcile_interval_ms: must be an integer between 100 "
+                      "and 600000");
+    assert_load_error(f, "reconcile_command_ttl_ms: 86400001\n", 1,
+                      "reconcile_command_ttl_ms: must be an integer between "
+                      "1000 and 86400000");
+    assert_load_error(f, "site_label: \"a b\"\n", 1,
+                      "site_label: must be a label key of 1 to 128 printable "
+                      "bytes, or empty for none");
+    assert_int_equal(parse(f, "--site-label=", "--reconcile-max-global", "3",
+                           NULL),
+                     0);
+    assert_string_equal(f->c.site_label, "");
+    assert_int_equal(f->c.reconcile_max_global, 3);
+}
+
 static void validate_agents(void **state)
 {
     struct fixture *f = *state;
@@ -1695,6 +1738,7 @@ int main(void)
         TEST(validate_self_in_peers),
         TEST(validate_join_with_peers),
         TEST(load_agent_keys),
+        TEST(load_reconciler_keys),
         TEST(validate_agents),
         TEST(validate_after_load),
         TEST(split_address_good),
