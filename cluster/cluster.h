@@ -297,4 +297,47 @@ struct cluster_agent_metrics {
 void cluster_node_agent_metrics(const struct cluster_node *n,
                                 struct cluster_agent_metrics *out);
 
+/* ------------------------------------------------------------------ */
+/* The reconciler (cluster/reconciler.c, docs/adr/0005-reconciler.md).  */
+
+struct reconcile_output;
+
+/* The reconciler's view from this node: the output of a reconcile pass
+ * (cluster/reconcile.h) over this node's own tables. On the ready leader
+ * it is the loop's latest pass; elsewhere a pass computed on demand and
+ * reused while it is under a second old and nothing new was applied. */
+struct cluster_reconcile_view {
+    /* Borrowed: valid until control returns to the loop. */
+    const struct reconcile_output *out;
+    uint64_t index;  /* the applied index of the tables it read */
+    uint64_t now_ms; /* the pass's clock (wall, ms since the epoch) */
+    bool by_leader;  /* the ready leader's own pass */
+    /* Stored policies left out because they do not validate (written
+     * before validation existed): how many, and the first one's key and
+     * error ("" when none). */
+    size_t n_invalid;
+    const char *invalid_key;
+    const char *invalid_error;
+};
+
+/* 0 and *@out, REMS_ENOMEM, or a storage error (REMS_EIO, REMS_ECORRUPT)
+ * naming what could not be read. Loop thread only. */
+int cluster_node_reconcile_view(struct cluster_node *n,
+                                struct cluster_reconcile_view *out,
+                                char *errmsg);
+
+struct cluster_reconcile_metrics {
+    uint64_t passes;           /* passes run by this node's leader loop */
+    uint64_t pass_errors;      /* passes that failed (logged) */
+    uint64_t last_pass_us;     /* duration of the last pass, load included */
+    uint64_t drifts;           /* drifts in the last pass */
+    uint64_t holds;            /* actions held back in the last pass */
+    uint64_t commands_issued;  /* remediations proposed */
+    uint64_t incidents_opened; /* incidents proposed */
+    uint64_t rollout_steps;    /* rollout updates proposed */
+};
+
+void cluster_node_reconcile_metrics(const struct cluster_node *n,
+                                    struct cluster_reconcile_metrics *out);
+
 #endif /* REMS_CLUSTER_CLUSTER_H */

@@ -610,6 +610,10 @@ int cluster_node_start(uv_loop_t *loop,
     REMS_QUEUE_INIT(&n->reads_inflight);
     REMS_QUEUE_INIT(&n->waits);
     REMS_QUEUE_INIT(&n->forwards);
+    rv = cluster__reconciler_init(n, errmsg);
+    if (rv != 0) {
+        goto err_after_alloc;
+    }
 
     rv = probe_raft_address(cfg, errmsg);
     if (rv != 0) {
@@ -725,6 +729,7 @@ int cluster_node_start(uv_loop_t *loop,
         cluster__forward_close(n);
         goto err_after_raft;
     }
+    cluster__reconciler_start(n);
     uv_timer_init(loop, &n->tick);
     n->tick.data = n;
     uv_timer_start(&n->tick, tick_cb, TICK_MS, TICK_MS);
@@ -764,6 +769,7 @@ err_after_storage:
 err_after_lock:
     close(n->lock_fd);
 err_after_alloc:
+    cluster__reconciler_free(n);
     rems_free(n);
 err:
     POST(rv != 0);
@@ -789,13 +795,14 @@ static void raft_closed_cb(struct raft *r)
 void cluster__stop_continue(struct cluster_node *n)
 {
     if (!n->raft_closed || n->handles_open > 0 || !cluster__forward_idle(n) ||
-        !cluster__agents_idle(n)) {
+        !cluster__agents_idle(n) || !cluster__reconciler_idle(n)) {
         return;
     }
     {
         cluster_close_cb cb = n->close_cb;
         void *data = n->close_data;
         cluster__agents_free(n);
+        cluster__reconciler_free(n);
         storage_close(n->storage);
         close(n->lock_fd);
         rems_log(REMS_LOG_INFO, "node_stopped", "raft closed, state flushed");
@@ -816,6 +823,7 @@ void cluster_node_stop(struct cluster_node *n, cluster_close_cb cb, void *data)
     cluster__waits_fail(n, REMS_ESHUTDOWN);
     cluster__forward_close(n);
     cluster__agents_close(n);
+    cluster__reconciler_close(n);
     n->handles_open = 2;
     uv_close((uv_handle_t *)&n->tick, handle_closed_cb);
     uv_close((uv_handle_t *)&n->check, handle_closed_cb);

@@ -74,6 +74,9 @@ struct cluster_node {
 
     /* Agent links (agents.c); NULL without agent_address. */
     struct cluster_agents *agents;
+
+    /* The reconciler's loop and views (reconciler.c). */
+    struct cluster_reconciler *reconciler;
 };
 
 int cluster__raft_error(int rv);
@@ -99,6 +102,14 @@ void cluster__agents_applied(struct cluster_node *n,
 void cluster__agents_close(struct cluster_node *n);
 bool cluster__agents_idle(struct cluster_node *n);
 void cluster__agents_free(struct cluster_node *n);
+
+/* init allocates (before any other resource); start starts the loop's
+ * timer and cannot fail. */
+int cluster__reconciler_init(struct cluster_node *n, char *errmsg);
+void cluster__reconciler_start(struct cluster_node *n);
+void cluster__reconciler_close(struct cluster_node *n);
+bool cluster__reconciler_idle(struct cluster_node *n);
+void cluster__reconciler_free(struct cluster_node *n);
 
 int cluster__forward_init(struct cluster_node *n, char *errmsg);
 void cluster__forward_close(struct cluster_node *n);
