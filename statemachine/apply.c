@@ -4,7 +4,10 @@
  *   policies[key]        [value(bin), revision, created_index, modified_index]
  *   audit[be64 index]    {time_ms, type, code, revision, key, requested_by,
  *                         reason, trace_id, request_id}
- *   requests[id]         [index, code, revision, current_revision, created]
+ *   requests[id]         [index, code, revision, current_revision, created,
+ *                         command_state, rollout_state]
+ *                        (command_state from commands on, rollout_state
+ *                        for rollout updates only)
  *   reqidx[be64 index]   id        (oldest first, for pruning)
  *   members[be64 id]     [raft_address, api_address, agent_address]
  *                        (records of earlier versions have two elements)
@@ -20,6 +23,7 @@
 #include "statemachine/agents_int.h"
 #include "statemachine/pack_int.h"
 #include "statemachine/reconcile_int.h"
+#include "statemachine/rollout_int.h"
 #include "statemachine/statemachine.h"
 
 #define META_LAST_APPLIED "last_applied"
@@ -125,14 +129,16 @@ static int apply_policy_put(struct storage_txn *t,
     if (rv == 0) {
         created = cur.created_index;
     }
+    /* The new document's rollout; @cur's strings are not used after. */
+    rv = statemachine__rollout_start(t, index, e, res->created ? NULL : &cur,
+                                     errmsg);
+    if (rv != 0) {
+        return rv;
+    }
     rems_buf_init(&b);
     msgpack_packer_init(&pk, &b, rems_buf_write);
-    msgpack_pack_array(&pk, 4);
-    msgpack_pack_bin(&pk, e->value_len);
-    msgpack_pack_bin_body(&pk, e->value, e->value_len);
-    msgpack_pack_uint64(&pk, index);
-    msgpack_pack_uint64(&pk, created);
-    msgpack_pack_uint64(&pk, index);
+    statemachine__pack_policy(&pk, e->value, e->value_len, index, created,
+                              index);
     rv = statemachine__buf_put(t, STORAGE_POLICIES, e->key, e->key_len, &b, errmsg);
     if (rv != 0) {
         return rv;
@@ -167,6 +173,9 @@ static int apply_policy_delete(struct storage_txn *t,
         return 0;
     }
     rv = storage_del(t, STORAGE_POLICIES, e->key, e->key_len, errmsg);
+    if (rv == 0) {
+        rv = statemachine__rollout_remove(t, e->key, e->key_len, errmsg);
+    }
     if (rv != 0) {
         return rv;
     }
@@ -217,18 +226,22 @@ static int read_request(const void *v,
     uint32_t n;
     uint64_t code;
     uint64_t state = 0;
+    uint64_t rollout = 0;
     mpread_init(&r, v, vl);
-    if (mpread_array(&r, &n) != 0 || (n != 5 && n != 6) ||
+    if (mpread_array(&r, &n) != 0 || n < 5 || n > 7 ||
         mpread_u64(&r, &res->index) != 0 || mpread_u64(&r, &code) != 0 ||
         mpread_u64(&r, &res->revision) != 0 ||
         mpread_u64(&r, &res->current_revision) != 0 ||
         mpread_bool(&r, &res->created) != 0 || code >= REMS_E_NR ||
-        (n == 6 && (mpread_u64(&r, &state) != 0 ||
-                    state >= STATEMACHINE_COMMAND_STATE_NR))) {
+        (n >= 6 && (mpread_u64(&r, &state) != 0 ||
+                    state >= STATEMACHINE_COMMAND_STATE_NR)) ||
+        (n == 7 && (mpread_u64(&r, &rollout) != 0 ||
+                    rollout >= STATEMACHINE_ROLLOUT_STATE_NR))) {
         return REMS_ECORRUPT;
     }
     res->code = (int)code;
     res->command_state = (int)state;
+    res->rollout_state = (int)rollout;
     return 0;
 }
 
@@ -250,9 +263,12 @@ static int remember_request(struct storage_txn *t,
     int pruned = 0;
     int rv;
 
+    /* Records of other entries keep the six elements they always had. */
+    bool rollout = e->type == STATEMACHINE_ENTRY_ROLLOUT_UPDATE;
+
     rems_buf_init(&b);
     msgpack_packer_init(&pk, &b, rems_buf_write);
-    msgpack_pack_array(&pk, 6);
+    msgpack_pack_array(&pk, rollout ? 7 : 6);
     msgpack_pack_uint64(&pk, res->index);
     msgpack_pack_uint64(&pk, (uint64_t)res->code);
     msgpack_pack_uint64(&pk, res->revision);
@@ -263,6 +279,9 @@ static int remember_request(struct storage_txn *t,
         msgpack_pack_false(&pk);
     }
     msgpack_pack_uint64(&pk, (uint64_t)res->command_state);
+    if (rollout) {
+        msgpack_pack_uint64(&pk, (uint64_t)res->rollout_state);
+    }
     rv = statemachine__buf_put(t, STORAGE_REQUESTS, e->request_id, e->request_id_len, &b,
                  errmsg);
     if (rv != 0) {
@@ -316,7 +335,9 @@ static int write_audit(struct storage_txn *t,
     statemachine__pack_kv_u64(&pk, "type", (uint64_t)e->type);
     statemachine__pack_kv_u64(&pk, "code", (uint64_t)res->code);
     statemachine__pack_kv_u64(&pk, "revision", res->revision);
-    if (e->type >= STATEMACHINE_ENTRY_INCIDENT_OPEN) {
+    if (e->type == STATEMACHINE_ENTRY_ROLLOUT_UPDATE) {
+        statemachine__pack_kv_str(&pk, "key", e->key, e->key_len);
+    } else if (e->type >= STATEMACHINE_ENTRY_INCIDENT_OPEN) {
         char key[STATEMACHINE_KEY_MAX];
         size_t kl = statemachine__audit_key(e, index, key, sizeof key);
         statemachine__pack_kv_str(&pk, "key", key, kl);
@@ -428,6 +449,9 @@ int statemachine_apply(struct storage *s,
             case STATEMACHINE_ENTRY_WINDOW_DELETE:
             case STATEMACHINE_ENTRY_RECORD_RESET:
                 rv = statemachine__apply_reconcile(t, index, &e, res, errmsg);
+                break;
+            case STATEMACHINE_ENTRY_ROLLOUT_UPDATE:
+                rv = statemachine__apply_rollout(t, index, &e, res, errmsg);
                 break;
             default:
                 rv = 0;

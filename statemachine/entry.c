@@ -11,6 +11,7 @@
 #include "common/mpread.h"
 #include "statemachine/pack_int.h"
 #include "statemachine/reconcile_int.h"
+#include "statemachine/rollout_int.h"
 #include "statemachine/statemachine.h"
 
 static const char *const type_names[STATEMACHINE_ENTRY_TYPE_NR] = {
@@ -32,6 +33,7 @@ static const char *const type_names[STATEMACHINE_ENTRY_TYPE_NR] = {
     [STATEMACHINE_ENTRY_WINDOW_SET] = "window_set",
     [STATEMACHINE_ENTRY_WINDOW_DELETE] = "window_delete",
     [STATEMACHINE_ENTRY_RECORD_RESET] = "record_reset",
+    [STATEMACHINE_ENTRY_ROLLOUT_UPDATE] = "rollout_update",
 };
 
 const char *statemachine_entry_type_name(int type)
@@ -200,6 +202,27 @@ static void pack_reconcile_body(msgpack_packer *pk,
     }
 }
 
+/* The body of ROLLOUT_UPDATE: key, target_revision, op, and stage, batch
+ * and value when set (the decoder refuses them for other operations). */
+static void pack_rollout_body(msgpack_packer *pk,
+                              const struct statemachine_entry *e)
+{
+    msgpack_pack_map(pk, 3 + (e->stage != NULL) + e->has_batch +
+                             (e->value != NULL));
+    statemachine__pack_kv_str(pk, "key", e->key, e->key_len);
+    statemachine__pack_kv_u64(pk, "target_revision", e->rollout_revision);
+    statemachine__pack_kv_str(pk, "op", e->op, e->op_len);
+    if (e->stage != NULL) {
+        statemachine__pack_kv_str(pk, "stage", e->stage, e->stage_len);
+    }
+    if (e->has_batch) {
+        statemachine__pack_kv_u64(pk, "batch", e->batch);
+    }
+    if (e->value != NULL) {
+        statemachine__pack_kv_bin(pk, "value", e->value, e->value_len);
+    }
+}
+
 int statemachine_entry_encode(const struct statemachine_entry *e,
                               void *(*alloc)(size_t),
                               void **buf,
@@ -257,7 +280,10 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
         rv = check_len("outcome", e->outcome_len, STATEMACHINE_NAME_MAX,
                        errmsg);
     }
-    if (rv == 0 && e->type >= STATEMACHINE_ENTRY_AGENT_REGISTER) {
+    if (rv == 0 && e->type == STATEMACHINE_ENTRY_ROLLOUT_UPDATE) {
+        rv = check_len("value", e->value_len, STATEMACHINE_REACHED_MAX,
+                       errmsg);
+    } else if (rv == 0 && e->type >= STATEMACHINE_ENTRY_AGENT_REGISTER) {
         rv = check_len("value", e->value_len, STATEMACHINE_BLOB_MAX, errmsg);
     }
     if (rv == 0) {
@@ -288,6 +314,9 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
     }
     if (rv == 0) {
         rv = check_len("mode", e->mode_len, STATEMACHINE_NAME_MAX, errmsg);
+    }
+    if (rv == 0) {
+        rv = check_len("stage", e->stage_len, STATEMACHINE_NAME_MAX, errmsg);
     }
     if (rv != 0) {
         return rv;
@@ -356,6 +385,9 @@ int statemachine_entry_encode(const struct statemachine_entry *e,
         case STATEMACHINE_ENTRY_WINDOW_DELETE:
         case STATEMACHINE_ENTRY_RECORD_RESET:
             pack_reconcile_body(&pk, e);
+            break;
+        case STATEMACHINE_ENTRY_ROLLOUT_UPDATE:
+            pack_rollout_body(&pk, e);
             break;
         default:
             msgpack_pack_map(&pk, 0);
@@ -598,9 +630,18 @@ static int decode_body(struct mpread *r,
             if (rv != 0) {
                 return rv;
             }
+        } else if ((rv = statemachine__decode_rollout_field(
+                        r, k, kl, e, errmsg)) != REMS_ENOTFOUND) {
+            if (rv != 0) {
+                return rv;
+            }
         } else if (mpread_skip(r) != 0) {
             return bad(errmsg, "body", "truncated");
         }
+    }
+    if (e->type == STATEMACHINE_ENTRY_ROLLOUT_UPDATE) {
+        return statemachine__check_rollout_body(e, have_key, have_value,
+                                                errmsg);
     }
     if (e->type >= STATEMACHINE_ENTRY_INCIDENT_OPEN) {
         return statemachine__check_reconcile_body(e, errmsg);

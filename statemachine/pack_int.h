@@ -21,6 +21,21 @@ void statemachine__pack_kv_str(msgpack_packer *pk,
 /* A str key then an unsigned value. */
 void statemachine__pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v);
 
+/* A str key then a bin value (NULL packs as empty). */
+void statemachine__pack_kv_bin(msgpack_packer *pk,
+                               const char *k,
+                               const void *v,
+                               size_t len);
+
+/* A policies record: [value (bin), revision, created_index,
+ * modified_index]. */
+void statemachine__pack_policy(msgpack_packer *pk,
+                               const void *value,
+                               size_t value_len,
+                               uint64_t revision,
+                               uint64_t created_index,
+                               uint64_t modified_index);
+
 /* Store the bytes of @b (then closed) under @key in @table; REMS_ENOMEM
  * when building @b failed. */
 struct rems_buf;

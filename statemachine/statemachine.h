@@ -66,6 +66,8 @@ enum statemachine_entry_type {
     STATEMACHINE_ENTRY_WINDOW_SET = 16,
     STATEMACHINE_ENTRY_WINDOW_DELETE = 17,
     STATEMACHINE_ENTRY_RECORD_RESET = 18,
+    /* A policy's staged rollout (see "Rollouts" below). */
+    STATEMACHINE_ENTRY_ROLLOUT_UPDATE = 19,
     STATEMACHINE_ENTRY_TYPE_NR
 };
 
@@ -86,10 +88,11 @@ struct statemachine_entry {
     size_t requested_by_len;
     const char *reason;
     size_t reason_len;
-    /* POLICY_PUT / POLICY_DELETE */
+    /* POLICY_PUT / POLICY_DELETE / ROLLOUT_UPDATE */
     const char *key;
     size_t key_len;
-    const char *value; /* POLICY_PUT: the JSON object text. */
+    const char *value; /* POLICY_PUT: the JSON object text; ROLLOUT_UPDATE
+                          (advance): the JSON array of the agents reached */
     size_t value_len;
     bool has_if_revision; /* CAS: the revision the key must have; 0 = absent */
     uint64_t if_revision;
@@ -159,6 +162,15 @@ struct statemachine_entry {
     uint64_t days;         /* weekly: bit 0 Monday .. bit 6 Sunday, 1..127 */
     uint64_t start_minute; /* weekly: 0..1439 */
     uint64_t duration_minutes; /* weekly: 1..10080 */
+
+    /* ROLLOUT_UPDATE (see "Rollouts" below for the rules the decoder
+     * enforces); @key names the policy, @op the operation and, for
+     * advance, @value the agents reached. */
+    uint64_t rollout_revision; /* the target revision the proposer saw */
+    const char *stage;         /* advance: gate|pause */
+    size_t stage_len;
+    bool has_batch; /* advance: @batch is present (required) */
+    uint64_t batch;
 };
 
 /* Encode @e into a buffer from @alloc (e.g. raft_malloc); the caller owns
@@ -190,7 +202,9 @@ struct statemachine_result {
                           REMS_EUNSUPPORTED. */
     uint64_t index;    /* Index at which the request was first applied. */
     uint64_t revision; /* The key's new revision (put/delete: the index). */
-    uint64_t current_revision; /* On REMS_ECONFLICT: the key's revision. */
+    uint64_t current_revision; /* On REMS_ECONFLICT: the key's revision
+                                  (ROLLOUT_UPDATE: the rollout's target
+                                  revision). */
     bool created;              /* Put: the key did not exist. */
     bool duplicate; /* A retried request id: result of the first time. */
     bool skipped;   /* Index already applied: nothing done. */
@@ -199,6 +213,9 @@ struct statemachine_result {
                           command already has. */
     int type; /* The entry's type when it decoded and was applied (not
                  skipped); 0 otherwise. */
+    int rollout_state; /* ROLLOUT_UPDATE with code 0: the rollout's state
+                          after the entry; with REMS_ECONFLICT: the state
+                          it has (enum statemachine_rollout_state). */
 };
 
 /* Apply the entry @buf committed at @index, in one write transaction on
@@ -702,6 +719,164 @@ int statemachine_window_list(struct storage_txn *t,
                              void *data,
                              bool *more,
                              char *errmsg);
+
+/* ------------------------------------------------------------------ */
+/* Rollouts.                                                            */
+/*
+ * Each policy key has at most one rollout record, the replicated progress
+ * of rolling its last document out in stages; the leader (cluster/) drives
+ * it with ROLLOUT_UPDATE entries. What apply does (every instant comes
+ * from the entries):
+ *
+ *   POLICY_PUT that writes the key (same transaction): a new rollout of
+ *        the new document (target) at the new revision, state running,
+ *        stage canary, batch 0, no agent reached. Its previous document:
+ *        when the key has a rollout that is running, paused or aborted,
+ *        that rollout's previous (the agents not reached still run it);
+ *        otherwise the key's old value and revision, or none for a new
+ *        key.
+ *   POLICY_DELETE that removes the key: removes its rollout too.
+ *   ROLLOUT_UPDATE   REMS_ENOTFOUND when the key has no rollout;
+ *        REMS_ECONFLICT when its target revision is not the entry's
+ *        rollout_revision (a stale proposal) or the operation is not
+ *        allowed in its state; otherwise:
+ *          advance   running: stage, batch and agents reached as given,
+ *                    stage_started_ms = time_ms
+ *          done      running -> done
+ *          pause     running -> paused
+ *          resume    paused -> running, stage_started_ms = time_ms
+ *          abort     running|paused -> aborted (every agent gets the
+ *                    previous document again; the policy stays)
+ *          rollback  running|paused|aborted -> rolled_back, and the
+ *                    policy is written back to the previous document at
+ *                    a new revision (this entry's index; created_index
+ *                    kept), or deleted when there is none. That write
+ *                    starts no new rollout.
+ *        Each sets message = the entry's reason, updated_index and
+ *        updated_ms; done, abort and rollback set finished_ms; pause,
+ *        resume, abort and rollback set requested_by to the entry's.
+ *
+ * The decoder requires @key (a valid policy key), rollout_revision >= 1
+ * and op; advance requires stage (gate|pause), batch (0..1000000) and
+ * @value: a JSON array of agent ids (statemachine_id_check(), written
+ * without escapes) in strictly increasing byte order, so each appears
+ * once, at most STATEMACHINE_REACHED_MAX bytes; the other operations
+ * refuse stage, batch and value. Rollout updates are audited under the
+ * policy key. */
+
+#define STATEMACHINE_REACHED_MAX (1024 * 1024) /* bytes of reached JSON */
+#define STATEMACHINE_BATCH_MAX 1000000u
+
+enum statemachine_rollout_state {
+    STATEMACHINE_ROLLOUT_RUNNING,
+    STATEMACHINE_ROLLOUT_PAUSED,
+    STATEMACHINE_ROLLOUT_ABORTED,
+    STATEMACHINE_ROLLOUT_ROLLED_BACK,
+    STATEMACHINE_ROLLOUT_DONE,
+    STATEMACHINE_ROLLOUT_STATE_NR
+};
+
+enum statemachine_rollout_stage {
+    STATEMACHINE_ROLLOUT_CANARY, /* no agent reached yet */
+    STATEMACHINE_ROLLOUT_GATE,   /* waiting for the reached to be healthy */
+    STATEMACHINE_ROLLOUT_PAUSE,  /* between batches */
+    STATEMACHINE_ROLLOUT_STAGE_NR
+};
+
+enum statemachine_rollout_op {
+    STATEMACHINE_ROLLOUT_ADVANCE,
+    STATEMACHINE_ROLLOUT_OP_DONE,
+    STATEMACHINE_ROLLOUT_OP_PAUSE,
+    STATEMACHINE_ROLLOUT_RESUME,
+    STATEMACHINE_ROLLOUT_ABORT,
+    STATEMACHINE_ROLLOUT_ROLLBACK,
+    STATEMACHINE_ROLLOUT_OP_NR
+};
+
+/* "running", "paused", "aborted", "rolled_back", "done"; "unknown" out of
+ * range. */
+const char *statemachine_rollout_state_name(int state);
+
+/* "canary", "gate", "pause"; "unknown" out of range. */
+const char *statemachine_rollout_stage_name(int stage);
+
+/* "advance", "done", "pause", "resume", "abort", "rollback"; "unknown" out
+ * of range. */
+const char *statemachine_rollout_op_name(int op);
+
+/* Parse a name of the functions above into *@out: 0 or REMS_EINVAL
+ * (*@out untouched). */
+int statemachine_rollout_state_parse(const char *s, size_t len, int *out);
+int statemachine_rollout_stage_parse(const char *s, size_t len, int *out);
+int statemachine_rollout_op_parse(const char *s, size_t len, int *out);
+
+/* A policy's rollout (strings borrowed from the transaction; the
+ * documents and @reached are not NUL-terminated). */
+struct statemachine_rollout {
+    const char *key;
+    size_t key_len;
+    uint64_t target_revision; /* the policy revision rolled out */
+    const char *target;       /* its document (JSON text) */
+    size_t target_len;
+    bool has_previous; /* false: the policy was new */
+    uint64_t previous_revision;
+    const char *previous; /* the document in force before ("" if none) */
+    size_t previous_len;
+    int state; /* enum statemachine_rollout_state */
+    int stage; /* enum statemachine_rollout_stage */
+    uint64_t batch; /* 0: the canary, then 1, 2, ... */
+    const char *reached; /* JSON array of the agent ids reached */
+    size_t reached_len;
+    uint64_t n_reached;
+    uint64_t started_index; /* the POLICY_PUT's index and time_ms */
+    uint64_t started_ms;
+    uint64_t stage_started_ms;
+    uint64_t updated_index;
+    uint64_t updated_ms;
+    uint64_t finished_ms; /* 0 until done, aborted or rolled back */
+    const char *message;  /* the reason of the last change, may be "" */
+    size_t message_len;
+    const char *requested_by; /* of the last pause, resume, abort or
+                                 rollback; "" when none */
+    size_t requested_by_len;
+    uint64_t rollback_revision; /* the policy revision a rollback wrote; 0
+                                   otherwise (or when it deleted a new
+                                   policy) */
+};
+
+/* The rollout of policy @key: 0, REMS_ENOTFOUND or REMS_ECORRUPT. */
+int statemachine_rollout_get(struct storage_txn *t,
+                             const char *key,
+                             size_t key_len,
+                             struct statemachine_rollout *out,
+                             char *errmsg);
+
+typedef int (*statemachine_rollout_visit)(
+    void *data, const struct statemachine_rollout *r);
+
+/* Rollouts with key > @after (@after_len 0: from the start) in key
+ * order, at most @limit; *@more tells whether more follow. A non-zero
+ * return of @visit stops the walk and is returned; REMS_ECORRUPT for a
+ * record that does not decode. */
+int statemachine_rollout_list(struct storage_txn *t,
+                              const char *after,
+                              size_t after_len,
+                              size_t limit,
+                              statemachine_rollout_visit visit,
+                              void *data,
+                              bool *more,
+                              char *errmsg);
+
+/* Walk the agent ids of a reached array: from *@pos (0 at the start),
+ * store the next id in *@id (borrowed from @reached) and advance *@pos.
+ * Returns 0, REMS_ENOTFOUND after the last one, or REMS_EMALFORMED when
+ * @reached does not follow the rule above (with @errmsg). */
+int statemachine_rollout_reached_next(const char *reached,
+                                      size_t reached_len,
+                                      size_t *pos,
+                                      const char **id,
+                                      size_t *id_len,
+                                      char *errmsg);
 
 /* Snapshot format: a MessagePack header {v, format:"lmdb", last_applied,
  * image_len} followed by the LMDB image. */

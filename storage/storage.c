@@ -34,6 +34,7 @@ static const char *const table_names[STORAGE_TABLE_NR] = {
     "meta",         "policies",  "audit",     "requests", "reqidx",
     "members",      "agents",    "leases",    "commands", "pending",
     "remediations", "incidents", "overrides", "windows",  "incidents_open",
+    "rollouts",
 };
 
 struct storage {

@@ -50,6 +50,7 @@ enum storage_table {
     STORAGE_OVERRIDES,    /* scope byte, name \0 agent -> override. */
     STORAGE_WINDOWS,      /* Window name -> maintenance window. */
     STORAGE_INCIDENTS_OPEN, /* Big-endian incident id -> 0 (unresolved). */
+    STORAGE_ROLLOUTS,       /* Policy key -> the policy's rollout. */
     STORAGE_TABLE_NR
 };
 

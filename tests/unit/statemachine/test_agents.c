@@ -388,7 +388,8 @@ static void entry_names(void **state)
     assert_string_equal(statemachine_entry_type_name(11), "command_resolve");
     assert_string_equal(statemachine_entry_type_name(12), "incident_open");
     assert_string_equal(statemachine_entry_type_name(18), "record_reset");
-    assert_string_equal(statemachine_entry_type_name(19), "unknown");
+    assert_string_equal(statemachine_entry_type_name(19), "rollout_update");
+    assert_string_equal(statemachine_entry_type_name(20), "unknown");
 
     assert_string_equal(statemachine_command_state_name(PENDING), "pending");
     assert_string_equal(statemachine_command_state_name(ACKED), "acked");

@@ -872,7 +872,7 @@ static void decode_unsupported(void **state)
                   "entry: type: unknown entry type 0");
     sp.type = STATEMACHINE_ENTRY_TYPE_NR;
     expect_reject(f, &sp, REMS_EUNSUPPORTED,
-                  "entry: type: unknown entry type 19");
+                  "entry: type: unknown entry type 20");
     sp.type = 1000000;
     expect_reject(f, &sp, REMS_EUNSUPPORTED,
                   "entry: type: unknown entry type 1000000");
