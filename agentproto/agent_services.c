@@ -239,6 +239,9 @@ static int push_one(struct supervisor *sup,
         sup_spec_free(spec);
         return rv;
     }
+    /* A new autostart service comes up as it would from the
+     * configuration. */
+    (void)supervisor_autostart_new(sup, spec->name);
     snprintf(text, sizeof text, "put %s", spec->name);
     sup_spec_free(spec);
     cb(data, 0, text);
@@ -436,6 +439,11 @@ static int push_all(struct supervisor *sup,
             goto done;
         }
         rems_buf_printf(&op->summary, "%s %s", i == 0 ? "" : ",", spec->name);
+    }
+    /* New autostart services come up as they would from the
+     * configuration (in dependency order: the supervisor waits). */
+    for (i = 0; i < n; i++) {
+        (void)supervisor_autostart_new(sup, specs[order[i]]->name);
     }
     if (n == 0) {
         rems_buf_printf(&op->summary, " nothing");

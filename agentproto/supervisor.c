@@ -2216,6 +2216,25 @@ int supervisor_start_all(struct supervisor *s, char *errmsg)
     return 0;
 }
 
+int supervisor_autostart_new(struct supervisor *s, const char *name)
+{
+    struct sup_svc *svc;
+    PRE(s != NULL && name != NULL);
+    if (s->closing || s->stopping_all) {
+        return REMS_ESHUTDOWN;
+    }
+    svc = svc_find(s, name);
+    if (svc == NULL) {
+        return REMS_ENOTFOUND;
+    }
+    if (svc->spec->autostart && svc->state == PROTO_STATE_STOPPED &&
+        svc->generation == 0 && !svc->quarantined && !svc->removing) {
+        svc->pending_start = true;
+        pump(s);
+    }
+    return 0;
+}
+
 static const char *const action_names[] = {
     [SUP_ACTION_START] = "start",     [SUP_ACTION_STOP] = "stop",
     [SUP_ACTION_RESTART] = "restart", [SUP_ACTION_PAUSE] = "pause",

@@ -229,6 +229,13 @@ int supervisor_put(struct supervisor *s,
  * waits (stopped) until it does. */
 int supervisor_start_all(struct supervisor *s, char *errmsg);
 
+/* Start service @name as supervisor_start_all() would, if it has never
+ * run (generation 0), is autostart and stopped: a service added by a
+ * pushed manifest comes up as it would from the configuration, while one
+ * an operator stopped stays stopped. 0, REMS_ENOTFOUND or
+ * REMS_ESHUTDOWN. */
+int supervisor_autostart_new(struct supervisor *s, const char *name);
+
 /* Operator actions, from commands. Each completes asynchronously: @cb is
  * called once with 0 when the target state is reached (start/restart/
  * resume: running; stop/quarantine: stopped/quarantined; pause: paused) or

@@ -1229,6 +1229,28 @@ static void start_running(void **state)
     assert_int_equal(sup__test_pid(f->s, "a"), 0);
 }
 
+/* A service added later (a pushed manifest) comes up like one of the
+ * configuration when it never ran; once it has run, an operator's stop
+ * stays; not autostart, or unknown: nothing. */
+static void autostart_new(void **state)
+{
+    struct fixture *f = *state;
+    put_sh(f, "n", "exec sleep 30", NULL);
+    put_sh(f, "m", "exec sleep 30", "{\"autostart\":false}");
+    assert_int_equal(supervisor_autostart_new(f->s, "n"), 0);
+    assert_int_equal(supervisor_autostart_new(f->s, "m"), 0);
+    assert_int_equal(supervisor_autostart_new(f->s, "zz"), REMS_ENOTFOUND);
+    assert_true(wait_state(f, "n", PROTO_STATE_RUNNING, 1, WAIT_MS));
+    run_for(f, 50);
+    assert_int_equal(cur(f, "m").state, PROTO_STATE_STOPPED);
+    assert_int_equal(cur(f, "m").generation, 0);
+    assert_int_equal(action_wait(f, "n", SUP_ACTION_STOP, 0), 0);
+    assert_int_equal(supervisor_autostart_new(f->s, "n"), 0);
+    run_for(f, 50);
+    assert_int_equal(cur(f, "n").state, PROTO_STATE_STOPPED);
+    assert_int_equal(cur(f, "n").generation, 1);
+}
+
 /* permanent: every exit is followed by backoff and a new generation. */
 static void permanent_restarts(void **state)
 {
@@ -2059,6 +2081,7 @@ int main(void)
         cmocka_unit_test(spec_order),
         cmocka_unit_test(out_of_memory),
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+        T(autostart_new),
         T(start_running),
         T(permanent_restarts),
         T(transient_policy),
