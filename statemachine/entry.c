@@ -202,16 +202,22 @@ static void pack_reconcile_body(msgpack_packer *pk,
     }
 }
 
-/* The body of ROLLOUT_UPDATE: key, target_revision, op, and stage, batch
- * and value when set (the decoder refuses them for other operations). */
+/* The body of ROLLOUT_UPDATE: target_revision, and key, op, stage, batch
+ * and value when set (for the decoder to refuse what is missing, and
+ * stage, batch and value in other operations than advance). */
 static void pack_rollout_body(msgpack_packer *pk,
                               const struct statemachine_entry *e)
 {
-    msgpack_pack_map(pk, 3 + (e->stage != NULL) + e->has_batch +
+    msgpack_pack_map(pk, 1 + (e->key != NULL) + (e->op != NULL) +
+                             (e->stage != NULL) + e->has_batch +
                              (e->value != NULL));
-    statemachine__pack_kv_str(pk, "key", e->key, e->key_len);
+    if (e->key != NULL) {
+        statemachine__pack_kv_str(pk, "key", e->key, e->key_len);
+    }
     statemachine__pack_kv_u64(pk, "target_revision", e->rollout_revision);
-    statemachine__pack_kv_str(pk, "op", e->op, e->op_len);
+    if (e->op != NULL) {
+        statemachine__pack_kv_str(pk, "op", e->op, e->op_len);
+    }
     if (e->stage != NULL) {
         statemachine__pack_kv_str(pk, "stage", e->stage, e->stage_len);
     }

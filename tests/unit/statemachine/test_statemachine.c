@@ -1427,8 +1427,24 @@ static int dump_audit(void *data, const struct statemachine_audit *a)
     return 0;
 }
 
-/* What the queries say about @s: every policy, audit record, member 1..16
- * and the last applied index. */
+static int dump_rollout(void *data, const struct statemachine_rollout *r)
+{
+    dump_fmt(data,
+             "rollout %.*s target=%llu:%.*s previous=%d:%llu:%.*s %s %s "
+             "batch=%llu reached=%.*s started=%llu updated=%llu\n",
+             (int)r->key_len, r->key, (unsigned long long)r->target_revision,
+             (int)r->target_len, r->target, r->has_previous,
+             (unsigned long long)r->previous_revision, (int)r->previous_len,
+             r->previous, statemachine_rollout_state_name(r->state),
+             statemachine_rollout_stage_name(r->stage),
+             (unsigned long long)r->batch, (int)r->reached_len, r->reached,
+             (unsigned long long)r->started_index,
+             (unsigned long long)r->updated_index);
+    return 0;
+}
+
+/* What the queries say about @s: every policy, rollout, audit record,
+ * member 1..16 and the last applied index. */
 static struct dump *dump_queries(struct storage *s)
 {
     char errmsg[REMS_ERRMSG_SIZE];
@@ -1442,6 +1458,10 @@ static struct dump *dump_queries(struct storage *s)
     dump_fmt(d, "last_applied %llu\n", (unsigned long long)last);
     assert_int_equal(statemachine_policy_list(t, NULL, 0, NULL, 0, SIZE_MAX,
                                               dump_policy, d, &more, errmsg),
+                     0);
+    assert_false(more);
+    assert_int_equal(statemachine_rollout_list(t, NULL, 0, SIZE_MAX,
+                                               dump_rollout, d, &more, errmsg),
                      0);
     assert_false(more);
     assert_int_equal(
@@ -2350,6 +2370,13 @@ static void snapshot_restore_fresh(void **state)
     assert_non_null(strstr(a->p, "member 2 10.0.0.2:7001 10.0.0.2:8001\n"));
     assert_non_null(strstr(a->p, "policy team/a={\"a\":2} rev=5 created=1 "
                                  "modified=5\n"));
+    /* Rollouts came along (the put at 5 replaced a running rollout with
+     * nothing before it). */
+    assert_non_null(strstr(a->p, "rollout team/a target=5:{\"a\":2} "
+                                 "previous=0:0: running canary batch=0 "
+                                 "reached=[] started=5 updated=5\n"));
+    assert_non_null(strstr(a->p, "rollout x/y target=8:{}"));
+    assert_null(strstr(a->p, "rollout team/b"));
     dump_add(b, "", 1);
     assert_string_equal(a->p, b->p);
     a = dump_tables(f->s, false);
