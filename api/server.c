@@ -28,89 +28,12 @@
 
 #include "api/api.h"
 #include "api/http.h"
+#include "api/server_int.h"
 #include "common/assert.h"
 #include "common/heap.h"
 #include "common/log.h"
 #include "common/mpread.h"
 #include "common/util.h"
-
-#define LIST_DEFAULT_LIMIT 100
-#define LIST_MAX_LIMIT 1000
-
-struct api_server {
-    uv_loop_t *loop;
-    struct config cfg;
-    struct http_server *http;
-    struct cluster_node *node;
-    api_close_cb close_cb;
-    void *close_data;
-    uint64_t requests_by_class[6]; /* 1xx..5xx */
-};
-
-enum call_kind {
-    CALL_POLICY_PUT = 1,
-    CALL_POLICY_DELETE,
-    CALL_POLICY_GET,
-    CALL_POLICY_LIST,
-    CALL_AUDIT_LIST,
-    CALL_MEMBER_ADD,
-    CALL_MEMBER_REMOVE,
-    CALL_MEMBER_ROLE,
-    CALL_TRANSFER,
-    CALL_READ_INDEX,
-    /* Reads of agents, leases and commands: one run, GET to COMMAND_LIST
-     * (read_local() tests the range). */
-    CALL_AGENT_GET,
-    CALL_AGENT_LIST,
-    CALL_LEASE_LIST,
-    CALL_COMMAND_GET,
-    CALL_COMMAND_LIST,
-    CALL_COMMAND_ISSUE,
-    CALL_COMMAND_CANCEL,
-};
-
-struct call {
-    struct api_server *s;
-    struct http_request *req;
-    int kind;
-    char trace_id[REMS_ID_SIZE + 32];
-    char request_id[REMS_ID_SIZE + 32];
-    char key[STATEMACHINE_KEY_MAX + 1];
-    size_t key_len;
-    char *value; /* Compact JSON of a put. */
-    bool has_if_match;
-    uint64_t if_match;
-    bool stale;
-    /* Lists. */
-    char prefix[STATEMACHINE_KEY_MAX + 1];
-    char after[STATEMACHINE_KEY_MAX + 1];
-    uint64_t after_index;
-    size_t limit;
-    /* Members. */
-    uint64_t member_id;
-    int role;
-    char raft_address[CONFIG_ADDR_SIZE];
-    char api_address[CONFIG_ADDR_SIZE];
-    /* Agents and commands. @value holds the JSON text of an issue's
-     * arguments or of a cancel's result. */
-    char id[STATEMACHINE_ID_MAX + 1]; /* Agent or command id. */
-    char agent[STATEMACHINE_ID_MAX + 1];
-    char action[STATEMACHINE_NAME_MAX + 1];
-    char service[STATEMACHINE_NAME_MAX + 1];
-    char reason[STATEMACHINE_REASON_MAX + 1]; /* The body's, if any. */
-    bool has_reason;
-    uint64_t ttl_ms;
-    bool has_agent_filter;
-    int state_filter;  /* -1: any. */
-    int online_filter; /* -1: any, 0: offline, 1: online. */
-    bool force;        /* Cancel a command its agent may be running. */
-    /* In flight. */
-    struct cluster_write write;
-    struct cluster_wait wait;
-    struct cluster_forward forward;
-    struct cluster_change change;
-    uint64_t started_ms;
-};
 
 static void read_agents(struct call *c);
 static void command_propose(struct call *c);
@@ -121,15 +44,16 @@ static void command_propose(struct call *c);
 static void call_free(struct call *c)
 {
     rems_free(c->value);
+    rems_free(c->forward_body);
     rems_free(c);
 }
 
 /* Send @body (a JSON value, stolen) with @status and the usual headers. */
-static void respond_json(struct call *c,
-                         int status,
-                         json_t *body,
-                         const struct http_header *extra,
-                         size_t n_extra)
+void api__respond_json(struct call *c,
+                       int status,
+                       json_t *body,
+                       const struct http_header *extra,
+                       size_t n_extra)
 {
     struct api_server *s = c->s;
     struct http_header h[14];
@@ -183,11 +107,11 @@ static void respond_json(struct call *c,
     call_free(c);
 }
 
-static void respond_error(struct call *c,
-                          int status,
-                          const char *code,
-                          const char *message,
-                          const char *field)
+void api__respond_error(struct call *c,
+                        int status,
+                        const char *code,
+                        const char *message,
+                        const char *field)
 {
     json_t *err = json_object();
     json_t *body = json_object();
@@ -204,45 +128,45 @@ static void respond_error(struct call *c,
         h[nh].name = "Retry-After";
         h[nh++].value = "1";
     }
-    respond_json(c, status, body, h, nh);
+    api__respond_json(c, status, body, h, nh);
 }
 
 /* Map a REMS_E* code of a write or read to an answer. */
-static void respond_status(struct call *c, int rv, const char *message)
+void api__respond_status(struct call *c, int rv, const char *message)
 {
     switch (rv) {
         case REMS_ENOTLEADER:
         case REMS_ENOLEADER:
-            respond_error(c, 503, "no_leader", message, NULL);
+            api__respond_error(c, 503, "no_leader", message, NULL);
             break;
         case REMS_ELEADERSHIPLOST:
-            respond_error(c, 503, "unavailable",
-                          "leadership was lost while the write was in "
-                          "flight: its outcome is unknown; retry with the "
-                          "same X-Rems-Request-Id",
-                          NULL);
+            api__respond_error(c, 503, "unavailable",
+                               "leadership was lost while the write was in "
+                               "flight: its outcome is unknown; retry with the "
+                               "same X-Rems-Request-Id",
+                               NULL);
             break;
         case REMS_ESHUTDOWN:
-            respond_error(c, 503, "unavailable", "node is shutting down",
-                          NULL);
+            api__respond_error(c, 503, "unavailable", "node is shutting down",
+                               NULL);
             break;
         case REMS_ETIMEDOUT:
-            respond_error(c, 504, "timeout", message, NULL);
+            api__respond_error(c, 504, "timeout", message, NULL);
             break;
         case REMS_ENOTFOUND:
-            respond_error(c, 404, "not_found", message, NULL);
+            api__respond_error(c, 404, "not_found", message, NULL);
             break;
         case REMS_EINVAL:
-            respond_error(c, 422, "unprocessable", message, NULL);
+            api__respond_error(c, 422, "unprocessable", message, NULL);
             break;
         case REMS_EEXIST:
-            respond_error(c, 409, "conflict", message, "id");
+            api__respond_error(c, 409, "conflict", message, "id");
             break;
         case REMS_EBUSY:
-            respond_error(c, 409, "conflict", message, NULL);
+            api__respond_error(c, 409, "conflict", message, NULL);
             break;
         default:
-            respond_error(c, 500, "internal", message, NULL);
+            api__respond_error(c, 500, "internal", message, NULL);
             break;
     }
 }
@@ -266,11 +190,11 @@ static void respond_forward_failed(struct call *c,
     snprintf(msg, sizeof msg, "leader unreachable: %s%s", errmsg,
              status == REMS_ENOLEADER ? "" : unknown);
     if (status == REMS_ETIMEDOUT) {
-        respond_error(c, 504, "timeout", msg, NULL);
+        api__respond_error(c, 504, "timeout", msg, NULL);
     } else if (status == REMS_ENOLEADER || !write) {
-        respond_error(c, 503, "no_leader", msg, NULL);
+        api__respond_error(c, 503, "no_leader", msg, NULL);
     } else {
-        respond_error(c, 503, "unavailable", msg, NULL);
+        api__respond_error(c, 503, "unavailable", msg, NULL);
     }
 }
 
@@ -313,7 +237,7 @@ static int list_visit(void *data, const struct statemachine_policy *p)
  * came from headers may hold any bytes; when they are not valid UTF-8,
  * every byte outside printable ASCII shows as '?', so the answer stays
  * valid JSON. */
-static json_t *nstr(const char *s, size_t len)
+json_t *api__nstr(const char *s, size_t len)
 {
     json_t *v;
     char *copy;
@@ -347,13 +271,13 @@ static int audit_visit(void *data, const struct statemachine_audit *a)
     json_object_set_new(o, "time_ms", json_integer((json_int_t)a->time_ms));
     json_object_set_new(o, "type",
                         json_string(statemachine_entry_type_name(a->type)));
-    json_object_set_new(o, "key", nstr(a->key, a->key_len));
+    json_object_set_new(o, "key", api__nstr(a->key, a->key_len));
     json_object_set_new(o, "requested_by",
-                        nstr(a->requested_by, a->requested_by_len));
-    json_object_set_new(o, "reason", nstr(a->reason, a->reason_len));
-    json_object_set_new(o, "trace_id", nstr(a->trace_id, a->trace_id_len));
+                        api__nstr(a->requested_by, a->requested_by_len));
+    json_object_set_new(o, "reason", api__nstr(a->reason, a->reason_len));
+    json_object_set_new(o, "trace_id", api__nstr(a->trace_id, a->trace_id_len));
     json_object_set_new(o, "request_id",
-                        nstr(a->request_id, a->request_id_len));
+                        api__nstr(a->request_id, a->request_id_len));
     json_object_set_new(o, "result",
                         json_string(a->code == 0 ? "ok"
                                     : a->code == REMS_ECONFLICT
@@ -380,11 +304,15 @@ static void read_local(struct call *c)
         read_agents(c);
         return;
     }
+    if (c->kind >= CALL_INCIDENT_LIST && c->kind < CALL_INCIDENT_UPDATE) {
+        api__reconcile_read(c);
+        return;
+    }
 
     rv = storage_txn_begin(cluster_node_storage(c->s->node), false, &t,
                            errmsg);
     if (rv != 0) {
-        respond_error(c, 500, "internal", errmsg, NULL);
+        api__respond_error(c, 500, "internal", errmsg, NULL);
         return;
     }
     memset(&l, 0, sizeof l);
@@ -396,12 +324,12 @@ static void read_local(struct call *c)
         if (rv == REMS_ENOTFOUND) {
             storage_txn_abort(t);
             rems_errmsgf(errmsg, "no policy with key %s", c->key);
-            respond_error(c, 404, "not_found", errmsg, "key");
+            api__respond_error(c, 404, "not_found", errmsg, "key");
             return;
         }
         if (rv != 0) {
             storage_txn_abort(t);
-            respond_error(c, 500, "internal", errmsg, NULL);
+            api__respond_error(c, 500, "internal", errmsg, NULL);
             return;
         }
         body = policy_json(&p, &l.bad);
@@ -409,7 +337,7 @@ static void read_local(struct call *c)
         storage_txn_abort(t);
         h[0].name = "X-Rems-Revision";
         h[0].value = rev;
-        respond_json(c, 200, body, h, 1);
+        api__respond_json(c, 200, body, h, 1);
         return;
     }
     l.items = json_array();
@@ -424,7 +352,7 @@ static void read_local(struct call *c)
     storage_txn_abort(t);
     if (rv != 0) {
         json_decref(l.items);
-        respond_error(c, 500, "internal", errmsg, NULL);
+        api__respond_error(c, 500, "internal", errmsg, NULL);
         return;
     }
     body = json_object();
@@ -443,7 +371,7 @@ static void read_local(struct call *c)
         json_object_set_new(body, "index",
                             json_integer((json_int_t)st.state_index));
     }
-    respond_json(c, 200, body, NULL, 0);
+    api__respond_json(c, 200, body, NULL, 0);
 }
 
 static void applied_cb(struct cluster_wait *w, int status, uint64_t index)
@@ -451,10 +379,11 @@ static void applied_cb(struct cluster_wait *w, int status, uint64_t index)
     struct call *c = w->data;
     (void)index;
     if (status != 0) {
-        respond_status(c, status,
-                       status == REMS_ETIMEDOUT
-                           ? "this node did not apply the read index in time"
-                           : rems_strerror(status));
+        api__respond_status(
+            c, status,
+            status == REMS_ETIMEDOUT
+                ? "this node did not apply the read index in time"
+                : rems_strerror(status));
         return;
     }
     read_local(c);
@@ -464,13 +393,13 @@ static void read_index_cb(struct cluster_wait *w, int status, uint64_t index)
 {
     struct call *c = w->data;
     if (status != 0) {
-        respond_status(c, status, "leadership could not be confirmed");
+        api__respond_status(c, status, "leadership could not be confirmed");
         return;
     }
     if (c->kind == CALL_READ_INDEX) {
         json_t *body = json_object();
         json_object_set_new(body, "index", json_integer((json_int_t)index));
-        respond_json(c, 200, body, NULL, 0);
+        api__respond_json(c, 200, body, NULL, 0);
         return;
     }
     if (c->kind == CALL_COMMAND_ISSUE || c->kind == CALL_COMMAND_CANCEL) {
@@ -496,15 +425,15 @@ static void forwarded_read_index_cb(struct cluster_forward *f,
         return;
     }
     if (http_status != 200) {
-        respond_error(c, 503, "no_leader",
-                      "the leader could not confirm its leadership", NULL);
+        api__respond_error(c, 503, "no_leader",
+                           "the leader could not confirm its leadership", NULL);
         return;
     }
     o = json_loadb(body, len, 0, &jerr);
     idx = o != NULL ? json_object_get(o, "index") : NULL;
     if (!json_is_integer(idx) || json_integer_value(idx) < 0) {
         json_decref(o);
-        respond_error(c, 502, "internal", "bad read-index answer", NULL);
+        api__respond_error(c, 502, "internal", "bad read-index answer", NULL);
         return;
     }
     c->wait.data = c;
@@ -514,7 +443,7 @@ static void forwarded_read_index_cb(struct cluster_forward *f,
     json_decref(o);
 }
 
-static void do_read(struct call *c)
+void api__do_read(struct call *c)
 {
     struct cluster_status st;
     int rv;
@@ -528,15 +457,15 @@ static void do_read(struct call *c)
         c->wait.data = c;
         rv = cluster_node_read_index(c->s->node, &c->wait, read_index_cb);
         if (rv != 0) {
-            respond_status(c, rv, "this node is not the leader");
+            api__respond_status(c, rv, "this node is not the leader");
         }
         return;
     }
     if (st.leader_api_address[0] == '\0') {
-        respond_error(c, 503, "no_leader",
-                      "no leader is known; use consistency=stale for a "
-                      "local read",
-                      NULL);
+        api__respond_error(c, 503, "no_leader",
+                           "no leader is known; use consistency=stale for a "
+                           "local read",
+                           NULL);
         return;
     }
     {
@@ -551,7 +480,7 @@ static void do_read(struct call *c)
                                   c->s->cfg.forward_timeout_ms,
                                   forwarded_read_index_cb);
         if (rv != 0) {
-            respond_status(c, rv, "cannot reach the leader");
+            api__respond_status(c, rv, "cannot reach the leader");
         }
     }
 }
@@ -570,7 +499,7 @@ static void write_cb(struct cluster_write *w,
     char msg[REMS_ERRMSG_SIZE];
 
     if (status != 0) {
-        respond_status(c, status, rems_strerror(status));
+        api__respond_status(c, status, rems_strerror(status));
         return;
     }
     if (res->code == REMS_ECONFLICT) {
@@ -585,16 +514,16 @@ static void write_cb(struct cluster_write *w,
         json_object_set_new(err, "current_revision",
                             json_integer((json_int_t)res->current_revision));
         json_object_set_new(body, "error", err);
-        respond_json(c, 409, body, NULL, 0);
+        api__respond_json(c, 409, body, NULL, 0);
         return;
     }
     if (res->code == REMS_ENOTFOUND) {
         snprintf(msg, sizeof msg, "no policy with key %s", c->key);
-        respond_error(c, 404, "not_found", msg, "key");
+        api__respond_error(c, 404, "not_found", msg, "key");
         return;
     }
     if (res->code != 0) {
-        respond_error(c, 500, "internal", rems_strerror(res->code), NULL);
+        api__respond_error(c, 500, "internal", rems_strerror(res->code), NULL);
         return;
     }
     body = json_object();
@@ -612,7 +541,7 @@ static void write_cb(struct cluster_write *w,
     snprintf(rev, sizeof rev, "%" PRIu64, res->revision);
     h[0].name = "X-Rems-Revision";
     h[0].value = rev;
-    respond_json(c, 200, body, h, 1);
+    api__respond_json(c, 200, body, h, 1);
 }
 
 static const char *role_name(int role)
@@ -629,7 +558,7 @@ static void change_cb(struct cluster_change *ch,
     struct call *c = ch->data;
     json_t *body;
     if (status != 0) {
-        respond_status(c, status, errmsg);
+        api__respond_status(c, status, errmsg);
         return;
     }
     body = json_object();
@@ -650,7 +579,7 @@ static void change_cb(struct cluster_change *ch,
                                 json_integer((json_int_t)ch->id));
             break;
     }
-    respond_json(c, 200, body, NULL, 0);
+    api__respond_json(c, 200, body, NULL, 0);
 }
 
 static void forwarded_cb(struct cluster_forward *f,
@@ -669,8 +598,8 @@ static void forwarded_cb(struct cluster_forward *f,
     }
     o = json_loadb(body, len, 0, &jerr);
     if (o == NULL) {
-        respond_error(c, 502, "internal", "the leader's answer is not JSON",
-                      NULL);
+        api__respond_error(c, 502, "internal",
+                           "the leader's answer is not JSON", NULL);
         return;
     }
     {
@@ -699,7 +628,7 @@ static void forwarded_cb(struct cluster_forward *f,
             h[nh].name = "Retry-After";
             h[nh++].value = "1";
         }
-        respond_json(c, (int)http_status, o, h, nh);
+        api__respond_json(c, (int)http_status, o, h, nh);
     }
 }
 
@@ -746,16 +675,18 @@ static void forward_write(struct call *c, const char *leader_api)
              c->req->query != NULL ? "?" : "",
              c->req->query != NULL ? c->req->query : "");
     c->forward.data = c;
-    rv = cluster_node_forward(c->s->node, &c->forward, leader_api,
-                              http_method_str((enum http_method)c->req->method),
-                              path, hdr, nh, c->req->body, c->req->body_len,
-                              c->s->cfg.forward_timeout_ms, forwarded_cb);
+    rv = cluster_node_forward(
+        c->s->node, &c->forward, leader_api,
+        http_method_str((enum http_method)c->req->method), path, hdr, nh,
+        c->forward_body != NULL ? c->forward_body : c->req->body,
+        c->forward_body != NULL ? strlen(c->forward_body) : c->req->body_len,
+        c->s->cfg.forward_timeout_ms, forwarded_cb);
     if (rv != 0) {
-        respond_status(c, rv, "cannot forward to the leader");
+        api__respond_status(c, rv, "cannot forward to the leader");
     }
 }
 
-static void fill_entry_meta(struct call *c, struct statemachine_entry *e)
+void api__fill_entry_meta(struct call *c, struct statemachine_entry *e)
 {
     const char *user = http_request_header(c->req, "x-rems-user");
     const char *reason = http_request_header(c->req, "x-rems-reason");
@@ -795,11 +726,11 @@ static bool forwarded_too_late(struct call *c)
              "the call reached the leader %" PRIu64
              " ms after the forwarding node stopped waiting; not proposed",
              now - not_after);
-    respond_error(c, 504, "timeout", msg, NULL);
+    api__respond_error(c, 504, "timeout", msg, NULL);
     return true;
 }
 
-static void do_write(struct call *c)
+void api__do_write(struct call *c)
 {
     struct cluster_status st;
     char errmsg[REMS_ERRMSG_SIZE];
@@ -808,11 +739,11 @@ static void do_write(struct call *c)
     cluster_node_brief(c->s->node, &st);
     if (st.role != CLUSTER_ROLE_LEADER) {
         if (http_request_header(c->req, "x-rems-forwarded") != NULL) {
-            respond_error(c, 503, "no_leader",
-                          "this node is no longer the leader", NULL);
+            api__respond_error(c, 503, "no_leader",
+                               "this node is no longer the leader", NULL);
         } else if (st.leader_api_address[0] == '\0') {
-            respond_error(c, 503, "no_leader",
-                          "no leader is known; retry later", NULL);
+            api__respond_error(c, 503, "no_leader",
+                               "no leader is known; retry later", NULL);
         } else {
             forward_write(c, st.leader_api_address);
         }
@@ -830,7 +761,7 @@ static void do_write(struct call *c)
             e.type = c->kind == CALL_POLICY_PUT
                          ? STATEMACHINE_ENTRY_POLICY_PUT
                          : STATEMACHINE_ENTRY_POLICY_DELETE;
-            fill_entry_meta(c, &e);
+            api__fill_entry_meta(c, &e);
             e.key = c->key;
             e.key_len = c->key_len;
             e.value = c->value;
@@ -886,10 +817,13 @@ static void do_write(struct call *c)
             }
             break;
         default:
-            REMS_ASSERT(false);
+            REMS_ASSERT(c->kind >= CALL_INCIDENT_UPDATE);
+            rv = api__reconcile_propose(c, errmsg);
+            break;
     }
     if (rv != 0) {
-        respond_status(c, rv, errmsg[0] != '\0' ? errmsg : rems_strerror(rv));
+        api__respond_status(c, rv,
+                            errmsg[0] != '\0' ? errmsg : rems_strerror(rv));
     }
 }
 
@@ -929,11 +863,11 @@ static json_t *blob_json(const char *s, size_t len)
         return json_null();
     }
     v = json_loadb(s, len, JSON_DECODE_ANY, &jerr);
-    return v != NULL ? v : nstr(s, len);
+    return v != NULL ? v : api__nstr(s, len);
 }
 
 /* An integer that 0 means "unknown" or "not yet": null then. */
-static json_t *index_or_null(uint64_t v)
+json_t *api__index_or_null(uint64_t v)
 {
     return v != 0 ? json_integer((json_int_t)v) : json_null();
 }
@@ -942,14 +876,15 @@ static json_t *lease_json(const struct statemachine_lease *l, bool with_agent)
 {
     json_t *o = json_object();
     if (with_agent) {
-        json_object_set_new(o, "agent", nstr(l->agent_id, l->agent_id_len));
+        json_object_set_new(o, "agent",
+                            api__nstr(l->agent_id, l->agent_id_len));
     }
     json_object_set_new(o, "ttl_ms", json_integer((json_int_t)l->ttl_ms));
     json_object_set_new(o, "granted_index",
                         json_integer((json_int_t)l->granted_index));
     json_object_set_new(o, "granted_ms",
                         json_integer((json_int_t)l->granted_ms));
-    json_object_set_new(o, "node_id", index_or_null(l->node_id));
+    json_object_set_new(o, "node_id", api__index_or_null(l->node_id));
     return o;
 }
 
@@ -979,14 +914,15 @@ static int agent_json(struct storage_txn *t,
         labels = json_object();
     }
     o = json_object();
-    json_object_set_new(o, "id", nstr(a->id, a->id_len));
+    json_object_set_new(o, "id", api__nstr(a->id, a->id_len));
     json_object_set_new(o, "labels", labels);
     json_object_set_new(o, "online", json_boolean(a->online));
-    json_object_set_new(o, "offline_reason",
-                        a->online || a->offline_reason_len == 0
-                            ? json_null()
-                            : nstr(a->offline_reason, a->offline_reason_len));
-    json_object_set_new(o, "node_id", index_or_null(a->node_id));
+    json_object_set_new(
+        o, "offline_reason",
+        a->online || a->offline_reason_len == 0
+            ? json_null()
+            : api__nstr(a->offline_reason, a->offline_reason_len));
+    json_object_set_new(o, "node_id", api__index_or_null(a->node_id));
     json_object_set_new(o, "registered_index",
                         json_integer((json_int_t)a->registered_index));
     json_object_set_new(o, "updated_index",
@@ -1033,12 +969,13 @@ static json_t *command_json(const struct statemachine_command *cmd,
         manifest = json_incref(json_object_get(args, "manifest"));
         json_object_del(args, "manifest");
     }
-    json_object_set_new(o, "id", nstr(cmd->id, cmd->id_len));
-    json_object_set_new(o, "agent", nstr(cmd->agent_id, cmd->agent_id_len));
-    json_object_set_new(o, "action", nstr(cmd->action, cmd->action_len));
+    json_object_set_new(o, "id", api__nstr(cmd->id, cmd->id_len));
+    json_object_set_new(o, "agent",
+                        api__nstr(cmd->agent_id, cmd->agent_id_len));
+    json_object_set_new(o, "action", api__nstr(cmd->action, cmd->action_len));
     json_object_set_new(o, "service",
                         cmd->service_len > 0
-                            ? nstr(cmd->service, cmd->service_len)
+                            ? api__nstr(cmd->service, cmd->service_len)
                             : json_null());
     json_object_set_new(o, "args", args);
     if (push && with_manifest) {
@@ -1059,11 +996,12 @@ static json_t *command_json(const struct statemachine_command *cmd,
     json_object_set_new(o, "deadline_ms",
                         json_integer((json_int_t)cmd->deadline_ms));
     json_object_set_new(o, "resolved_index",
-                        index_or_null(cmd->resolved_index));
+                        api__index_or_null(cmd->resolved_index));
     json_object_set_new(o, "requested_by",
-                        nstr(cmd->requested_by, cmd->requested_by_len));
-    json_object_set_new(o, "reason", nstr(cmd->reason, cmd->reason_len));
-    json_object_set_new(o, "trace_id", nstr(cmd->trace_id, cmd->trace_id_len));
+                        api__nstr(cmd->requested_by, cmd->requested_by_len));
+    json_object_set_new(o, "reason", api__nstr(cmd->reason, cmd->reason_len));
+    json_object_set_new(o, "trace_id",
+                        api__nstr(cmd->trace_id, cmd->trace_id_len));
     return o;
 }
 
@@ -1211,7 +1149,7 @@ static void read_agents(struct call *c)
 
     rv = storage_txn_begin(cluster_node_storage(c->s->node), false, &t, errmsg);
     if (rv != 0) {
-        respond_error(c, 500, "internal", errmsg, NULL);
+        api__respond_error(c, 500, "internal", errmsg, NULL);
         return;
     }
     rv = agents_query(c, t, &body, errmsg);
@@ -1219,11 +1157,11 @@ static void read_agents(struct call *c)
     if (rv == REMS_ENOTFOUND) {
         snprintf(msg, sizeof msg, "no %s with id %s",
                  c->kind == CALL_AGENT_GET ? "agent" : "command", c->id);
-        respond_error(c, 404, "not_found", msg, "id");
+        api__respond_error(c, 404, "not_found", msg, "id");
         return;
     }
     if (rv != 0) {
-        respond_error(c, 500, "internal", errmsg, NULL);
+        api__respond_error(c, 500, "internal", errmsg, NULL);
         return;
     }
     if (c->kind == CALL_AGENT_LIST || c->kind == CALL_LEASE_LIST ||
@@ -1233,7 +1171,7 @@ static void read_agents(struct call *c)
         json_object_set_new(body, "index",
                             json_integer((json_int_t)st.state_index));
     }
-    respond_json(c, 200, body, NULL, 0);
+    api__respond_json(c, 200, body, NULL, 0);
 }
 
 /* Answer with command c->id as GET shows it: 201 with Location after an
@@ -1250,17 +1188,17 @@ static void respond_command(struct call *c, int status, bool duplicate)
 
     rv = storage_txn_begin(cluster_node_storage(c->s->node), false, &t, errmsg);
     if (rv != 0) {
-        respond_error(c, 500, "internal", errmsg, NULL);
+        api__respond_error(c, 500, "internal", errmsg, NULL);
         return;
     }
     rv = statemachine_command_get(t, c->id, strlen(c->id), &cmd, errmsg);
     if (rv != 0) {
         storage_txn_abort(t);
         /* Applied here before this callback: it must be there. */
-        respond_error(c, 500, "internal",
-                      rv == REMS_ENOTFOUND ? "the command applied is missing"
-                                           : errmsg,
-                      NULL);
+        api__respond_error(
+            c, 500, "internal",
+            rv == REMS_ENOTFOUND ? "the command applied is missing" : errmsg,
+            NULL);
         return;
     }
     body = command_json(&cmd, true);
@@ -1271,7 +1209,7 @@ static void respond_command(struct call *c, int status, bool duplicate)
     snprintf(location, sizeof location, "/v1/commands/%s", c->id);
     h[0].name = "Location";
     h[0].value = location;
-    respond_json(c, status, body, h, status == 201 ? 1 : 0);
+    api__respond_json(c, status, body, h, status == 201 ? 1 : 0);
 }
 
 struct audit_find {
@@ -1319,15 +1257,15 @@ static bool duplicate_command_id(struct call *c,
         storage_txn_abort(t);
     }
     if (rv != 0) {
-        respond_error(c, 500, "internal", errmsg, NULL);
+        api__respond_error(c, 500, "internal", errmsg, NULL);
         return false;
     }
     if (!af.found || af.type != want ||
         (c->kind == CALL_COMMAND_CANCEL && strcmp(af.key, c->id) != 0)) {
-        respond_error(c, 409, "conflict",
-                      "this X-Rems-Request-Id was first used by another "
-                      "request",
-                      "X-Rems-Request-Id");
+        api__respond_error(c, 409, "conflict",
+                           "this X-Rems-Request-Id was first used by another "
+                           "request",
+                           "X-Rems-Request-Id");
         return false;
     }
     snprintf(c->id, sizeof c->id, "%s", af.key);
@@ -1345,7 +1283,7 @@ static void command_written_cb(struct cluster_write *w,
     json_t *err;
 
     if (status != 0) {
-        respond_status(c, status, rems_strerror(status));
+        api__respond_status(c, status, rems_strerror(status));
         return;
     }
     if (res->duplicate && !duplicate_command_id(c, res)) {
@@ -1358,10 +1296,10 @@ static void command_written_cb(struct cluster_write *w,
         case REMS_ENOTFOUND:
             if (issue) {
                 snprintf(msg, sizeof msg, "no agent with id %s", c->agent);
-                respond_error(c, 404, "not_found", msg, "agent");
+                api__respond_error(c, 404, "not_found", msg, "agent");
             } else {
                 snprintf(msg, sizeof msg, "no command with id %s", c->id);
-                respond_error(c, 404, "not_found", msg, "id");
+                api__respond_error(c, 404, "not_found", msg, "id");
             }
             return;
         case REMS_EEXIST:
@@ -1385,10 +1323,11 @@ static void command_written_cb(struct cluster_write *w,
                                     res->command_state)));
             body = json_object();
             json_object_set_new(body, "error", err);
-            respond_json(c, 409, body, NULL, 0);
+            api__respond_json(c, 409, body, NULL, 0);
             return;
         default:
-            respond_error(c, 500, "internal", rems_strerror(res->code), NULL);
+            api__respond_error(c, 500, "internal", rems_strerror(res->code),
+                               NULL);
             return;
     }
 }
@@ -1414,7 +1353,7 @@ static void command_propose(struct call *c)
     }
     rv = storage_txn_begin(cluster_node_storage(c->s->node), false, &t, errmsg);
     if (rv != 0) {
-        respond_error(c, 500, "internal", errmsg, NULL);
+        api__respond_error(c, 500, "internal", errmsg, NULL);
         return;
     }
     if (issue) {
@@ -1438,11 +1377,11 @@ static void command_propose(struct call *c)
     if (rv == REMS_ENOTFOUND) {
         snprintf(msg, sizeof msg, "no %s with id %s",
                  issue ? "agent" : "command", issue ? c->agent : c->id);
-        respond_error(c, 404, "not_found", msg, issue ? "agent" : "id");
+        api__respond_error(c, 404, "not_found", msg, issue ? "agent" : "id");
         return;
     }
     if (rv != 0) {
-        respond_error(c, 500, "internal", errmsg, NULL);
+        api__respond_error(c, 500, "internal", errmsg, NULL);
         return;
     }
     if (pending && !c->force &&
@@ -1460,7 +1399,7 @@ static void command_propose(struct call *c)
         json_object_set_new(err, "state", json_string("pending"));
         json_object_set_new(err, "delivered", json_true());
         json_object_set_new(body, "error", err);
-        respond_json(c, 409, body, NULL, 0);
+        api__respond_json(c, 409, body, NULL, 0);
         return;
     }
     if (!issue) {
@@ -1469,23 +1408,24 @@ static void command_propose(struct call *c)
         const char *user = http_request_header(c->req, "x-rems-user");
         const char *why = http_request_header(c->req, "x-rems-reason");
         char *text;
-        json_object_set_new(r, "cancelled_by",
-                            nstr(user != NULL ? user : "anonymous",
-                                 strlen(user != NULL ? user : "anonymous")));
+        json_object_set_new(
+            r, "cancelled_by",
+            api__nstr(user != NULL ? user : "anonymous",
+                      strlen(user != NULL ? user : "anonymous")));
         json_object_set_new(
             r, "reason",
-            nstr(why != NULL ? why : "", why != NULL ? strlen(why) : 0));
+            api__nstr(why != NULL ? why : "", why != NULL ? strlen(why) : 0));
         text = json_dumps(r, JSON_COMPACT);
         json_decref(r);
         c->value = text != NULL ? rems_strdup(text) : NULL;
         free(text); /* jansson allocates with malloc. */
         if (c->value == NULL) {
-            respond_error(c, 500, "internal", "out of memory", NULL);
+            api__respond_error(c, 500, "internal", "out of memory", NULL);
             return;
         }
     }
     memset(&e, 0, sizeof e);
-    fill_entry_meta(c, &e);
+    api__fill_entry_meta(c, &e);
     if (c->has_reason) {
         e.reason = c->reason;
         e.reason_len = strlen(c->reason);
@@ -1515,7 +1455,8 @@ static void command_propose(struct call *c)
     rv = cluster_node_propose(c->s->node, &c->write, &e, command_written_cb,
                               errmsg);
     if (rv != 0) {
-        respond_status(c, rv, errmsg[0] != '\0' ? errmsg : rems_strerror(rv));
+        api__respond_status(c, rv,
+                            errmsg[0] != '\0' ? errmsg : rems_strerror(rv));
     }
 }
 
@@ -1575,7 +1516,7 @@ static void serve_status(struct call *c)
                         json_integer((json_int_t)st.last_contact_ms));
     json_object_set_new(body, "leader_ready", json_boolean(st.leader_ready));
     json_object_set_new(body, "version", json_string(REMS_VERSION));
-    respond_json(c, 200, body, NULL, 0);
+    api__respond_json(c, 200, body, NULL, 0);
 }
 
 static void serve_members(struct call *c)
@@ -1586,7 +1527,7 @@ static void serve_members(struct call *c)
     json_object_set_new(body, "members", members_json(&st));
     json_object_set_new(body, "leader_id",
                         json_integer((json_int_t)st.leader_id));
-    respond_json(c, 200, body, NULL, 0);
+    api__respond_json(c, 200, body, NULL, 0);
 }
 
 static void serve_readyz(struct call *c)
@@ -1598,7 +1539,7 @@ static void serve_readyz(struct call *c)
     if (st.leader_id == 0) {
         json_object_set_new(body, "ready", json_false());
         json_object_set_new(body, "reason", json_string("no leader known"));
-        respond_json(c, 503, body, NULL, 0);
+        api__respond_json(c, 503, body, NULL, 0);
         return;
     }
     if (st.applied_index < st.commit_index) {
@@ -1606,11 +1547,11 @@ static void serve_readyz(struct call *c)
                  st.applied_index, st.commit_index);
         json_object_set_new(body, "ready", json_false());
         json_object_set_new(body, "reason", json_string(why));
-        respond_json(c, 503, body, NULL, 0);
+        api__respond_json(c, 503, body, NULL, 0);
         return;
     }
     json_object_set_new(body, "ready", json_true());
-    respond_json(c, 200, body, NULL, 0);
+    api__respond_json(c, 200, body, NULL, 0);
 }
 
 struct store_counts {
@@ -1768,12 +1709,13 @@ static void serve_metrics(struct call *c)
             am.refused, am.bad_frames, am.heartbeats, am.acks, am.nacks,
             am.commands_sent, am.commands_expired, am.leases_expired);
     }
+    api__reconcile_metrics(c, &b);
     h[0].name = "Content-Type";
     h[0].value = "text/plain; version=0.0.4";
     c->s->requests_by_class[2]++;
     if (b.failed) {
         rems_buf_close(&b);
-        respond_error(c, 500, "internal", "out of memory", NULL);
+        api__respond_error(c, 500, "internal", "out of memory", NULL);
         return;
     }
     http_request_respond(c->req, 200, h, 1, b.data, b.len);
@@ -1785,7 +1727,7 @@ static void serve_metrics(struct call *c)
 /* Parsing and routing.                                                 */
 
 /* Common write headers: If-Match, X-Rems-Request-Id, user, reason. */
-static bool parse_write_headers(struct call *c)
+bool api__parse_write_headers(struct call *c)
 {
     const char *v;
     char msg[REMS_ERRMSG_SIZE];
@@ -1801,10 +1743,10 @@ static bool parse_write_headers(struct call *c)
             v = tmp;
         }
         if (rems_parse_u64(v, &c->if_match) != 0) {
-            respond_error(c, 400, "bad_request",
-                          "If-Match must be a revision (a non-negative "
-                          "integer)",
-                          "If-Match");
+            api__respond_error(c, 400, "bad_request",
+                               "If-Match must be a revision (a non-negative "
+                               "integer)",
+                               "If-Match");
             return false;
         }
         c->has_if_match = true;
@@ -1812,10 +1754,11 @@ static bool parse_write_headers(struct call *c)
     v = http_request_header(c->req, "x-rems-request-id");
     if (v != NULL) {
         if (!rems_id_valid(v)) {
-            respond_error(c, 400, "bad_request",
-                          "X-Rems-Request-Id must be 1 to 64 characters of "
-                          "A-Z a-z 0-9 _ . : -",
-                          "X-Rems-Request-Id");
+            api__respond_error(
+                c, 400, "bad_request",
+                "X-Rems-Request-Id must be 1 to 64 characters of "
+                "A-Z a-z 0-9 _ . : -",
+                "X-Rems-Request-Id");
             return false;
         }
         snprintf(c->request_id, sizeof c->request_id, "%s", v);
@@ -1826,20 +1769,20 @@ static bool parse_write_headers(struct call *c)
     if (v != NULL && (strlen(v) == 0 || strlen(v) > STATEMACHINE_USER_MAX)) {
         snprintf(msg, sizeof msg, "X-Rems-User must be 1 to %d bytes",
                  STATEMACHINE_USER_MAX);
-        respond_error(c, 400, "bad_request", msg, "X-Rems-User");
+        api__respond_error(c, 400, "bad_request", msg, "X-Rems-User");
         return false;
     }
     v = http_request_header(c->req, "x-rems-reason");
     if (v != NULL && strlen(v) > STATEMACHINE_REASON_MAX) {
         snprintf(msg, sizeof msg, "X-Rems-Reason must be at most %d bytes",
                  STATEMACHINE_REASON_MAX);
-        respond_error(c, 400, "bad_request", msg, "X-Rems-Reason");
+        api__respond_error(c, 400, "bad_request", msg, "X-Rems-Reason");
         return false;
     }
     return true;
 }
 
-static bool parse_consistency(struct call *c)
+bool api__parse_consistency(struct call *c)
 {
     char v[32];
     int rv = http_request_query(c->req, "consistency", v, sizeof v);
@@ -1853,12 +1796,13 @@ static bool parse_consistency(struct call *c)
     if (rv > 0 && strcmp(v, "linearizable") == 0) {
         return true;
     }
-    respond_error(c, 400, "bad_request",
-                  "consistency must be linearizable or stale", "consistency");
+    api__respond_error(c, 400, "bad_request",
+                       "consistency must be linearizable or stale",
+                       "consistency");
     return false;
 }
 
-static bool parse_limit(struct call *c)
+bool api__parse_limit(struct call *c)
 {
     char v[32];
     uint64_t n;
@@ -1868,8 +1812,9 @@ static bool parse_limit(struct call *c)
         return true;
     }
     if (rv < 0 || rems_parse_u64(v, &n) != 0 || n < 1 || n > LIST_MAX_LIMIT) {
-        respond_error(c, 400, "bad_request",
-                      "limit must be an integer between 1 and 1000", "limit");
+        api__respond_error(c, 400, "bad_request",
+                           "limit must be an integer between 1 and 1000",
+                           "limit");
         return false;
     }
     c->limit = (size_t)n;
@@ -1881,7 +1826,7 @@ static bool parse_key(struct call *c, const char *key)
     char errmsg[REMS_ERRMSG_SIZE];
     size_t len = strlen(key);
     if (statemachine_key_check(key, len, errmsg) != 0) {
-        respond_error(c, 400, "bad_request", errmsg, "key");
+        api__respond_error(c, 400, "bad_request", errmsg, "key");
         return false;
     }
     memcpy(c->key, key, len + 1);
@@ -1889,14 +1834,14 @@ static bool parse_key(struct call *c, const char *key)
     return true;
 }
 
-static json_t *parse_body_object(struct call *c)
+json_t *api__parse_body_object(struct call *c)
 {
     json_error_t jerr;
     json_t *o;
     char msg[REMS_ERRMSG_SIZE];
     if (c->req->body_len == 0) {
-        respond_error(c, 400, "bad_request", "a JSON object body is required",
-                      "body");
+        api__respond_error(c, 400, "bad_request",
+                           "a JSON object body is required", "body");
         return NULL;
     }
     o = json_loadb(c->req->body, c->req->body_len, JSON_REJECT_DUPLICATES,
@@ -1904,13 +1849,13 @@ static json_t *parse_body_object(struct call *c)
     if (o == NULL) {
         snprintf(msg, sizeof msg, "invalid JSON at line %d column %d: %s",
                  jerr.line, jerr.column, jerr.text);
-        respond_error(c, 400, "bad_request", msg, "body");
+        api__respond_error(c, 400, "bad_request", msg, "body");
         return NULL;
     }
     if (!json_is_object(o)) {
         json_decref(o);
-        respond_error(c, 400, "bad_request", "the body must be a JSON object",
-                      "body");
+        api__respond_error(c, 400, "bad_request",
+                           "the body must be a JSON object", "body");
         return NULL;
     }
     return o;
@@ -1918,7 +1863,7 @@ static json_t *parse_body_object(struct call *c)
 
 static void route_policy_put(struct call *c)
 {
-    json_t *o = parse_body_object(c);
+    json_t *o = api__parse_body_object(c);
     char *text;
     if (o == NULL) {
         return;
@@ -1926,17 +1871,17 @@ static void route_policy_put(struct call *c)
     text = json_dumps(o, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(o);
     if (text == NULL) {
-        respond_error(c, 500, "internal", "out of memory", NULL);
+        api__respond_error(c, 500, "internal", "out of memory", NULL);
         return;
     }
     c->value = rems_strdup(text);
     free(text);
     if (c->value == NULL) {
-        respond_error(c, 500, "internal", "out of memory", NULL);
+        api__respond_error(c, 500, "internal", "out of memory", NULL);
         return;
     }
     c->kind = CALL_POLICY_PUT;
-    do_write(c);
+    api__do_write(c);
 }
 
 static bool parse_role(struct call *c, json_t *o, bool required)
@@ -1946,8 +1891,9 @@ static bool parse_role(struct call *c, json_t *o, bool required)
     c->role = RAFT_VOTER;
     if (r == NULL) {
         if (required) {
-            respond_error(c, 400, "bad_request",
-                          "role is required: voter, standby or spare", "role");
+            api__respond_error(c, 400, "bad_request",
+                               "role is required: voter, standby or spare",
+                               "role");
             return false;
         }
         return true;
@@ -1960,8 +1906,8 @@ static bool parse_role(struct call *c, json_t *o, bool required)
     } else if (s != NULL && strcmp(s, "spare") == 0) {
         c->role = RAFT_SPARE;
     } else {
-        respond_error(c, 400, "bad_request",
-                      "role must be voter, standby or spare", "role");
+        api__respond_error(c, 400, "bad_request",
+                           "role must be voter, standby or spare", "role");
         return false;
     }
     return true;
@@ -1983,7 +1929,7 @@ static bool parse_address_field(struct call *c,
                  "%s is required: an IPv4 address and port, such as "
                  "127.0.0.1:7004",
                  field);
-        respond_error(c, 400, "bad_request", msg, field);
+        api__respond_error(c, 400, "bad_request", msg, field);
         return false;
     }
     snprintf(out, CONFIG_ADDR_SIZE, "%s", s);
@@ -1992,7 +1938,7 @@ static bool parse_address_field(struct call *c,
 
 static void route_member_add(struct call *c)
 {
-    json_t *o = parse_body_object(c);
+    json_t *o = api__parse_body_object(c);
     json_t *id;
     if (o == NULL) {
         return;
@@ -2000,8 +1946,8 @@ static void route_member_add(struct call *c)
     id = json_object_get(o, "id");
     if (!json_is_integer(id) || json_integer_value(id) < 1) {
         json_decref(o);
-        respond_error(c, 400, "bad_request", "id must be an integer >= 1",
-                      "id");
+        api__respond_error(c, 400, "bad_request", "id must be an integer >= 1",
+                           "id");
         return;
     }
     c->member_id = (uint64_t)json_integer_value(id);
@@ -2013,22 +1959,22 @@ static void route_member_add(struct call *c)
     }
     json_decref(o);
     c->kind = CALL_MEMBER_ADD;
-    do_write(c);
+    api__do_write(c);
 }
 
 static bool parse_id_segment(struct call *c, const char *s, size_t len)
 {
     char buf[32];
     if (len == 0 || len >= sizeof buf) {
-        respond_error(c, 400, "bad_request", "member id must be an integer",
-                      "id");
+        api__respond_error(c, 400, "bad_request",
+                           "member id must be an integer", "id");
         return false;
     }
     memcpy(buf, s, len);
     buf[len] = '\0';
     if (rems_parse_u64(buf, &c->member_id) != 0 || c->member_id == 0) {
-        respond_error(c, 400, "bad_request",
-                      "member id must be an integer >= 1", "id");
+        api__respond_error(c, 400, "bad_request",
+                           "member id must be an integer >= 1", "id");
         return false;
     }
     return true;
@@ -2039,10 +1985,11 @@ static bool parse_path_id(struct call *c, const char *s)
 {
     size_t len = strlen(s);
     if (!statemachine_id_check(s, len)) {
-        respond_error(c, 400, "bad_request",
-                      "the id must be 1 to 64 characters of A-Z a-z 0-9 _ . "
-                      ": -",
-                      "id");
+        api__respond_error(
+            c, 400, "bad_request",
+            "the id must be 1 to 64 characters of A-Z a-z 0-9 _ . "
+            ": -",
+            "id");
         return false;
     }
     memcpy(c->id, s, len + 1);
@@ -2055,8 +2002,8 @@ static bool parse_after_id(struct call *c)
     int rv =
         http_request_query(c->req, "after", c->after, STATEMACHINE_ID_MAX + 1);
     if (rv < 0) {
-        respond_error(c, 400, "bad_request", "after must be at most 64 bytes",
-                      "after");
+        api__respond_error(c, 400, "bad_request",
+                           "after must be at most 64 bytes", "after");
         return false;
     }
     if (rv == 0) {
@@ -2078,8 +2025,8 @@ static bool parse_online(struct call *c)
     } else if (rv > 0 && strcmp(v, "false") == 0) {
         c->online_filter = 0;
     } else {
-        respond_error(c, 400, "bad_request", "online must be true or false",
-                      "online");
+        api__respond_error(c, 400, "bad_request",
+                           "online must be true or false", "online");
         return false;
     }
     return true;
@@ -2094,10 +2041,11 @@ static bool parse_command_filters(struct call *c)
     rv = http_request_query(c->req, "agent", c->agent, sizeof c->agent);
     if (rv < 0 ||
         (rv > 0 && !statemachine_id_check(c->agent, strlen(c->agent)))) {
-        respond_error(c, 400, "bad_request",
-                      "agent must be an agent id: 1 to 64 characters of A-Z "
-                      "a-z 0-9 _ . : -",
-                      "agent");
+        api__respond_error(
+            c, 400, "bad_request",
+            "agent must be an agent id: 1 to 64 characters of A-Z "
+            "a-z 0-9 _ . : -",
+            "agent");
         return false;
     }
     c->has_agent_filter = rv > 0;
@@ -2118,9 +2066,9 @@ static bool parse_command_filters(struct call *c)
         return true;
     }
     c->state_filter = -1;
-    respond_error(c, 400, "bad_request",
-                  "state must be pending, acked, nacked, expired or cancelled",
-                  "state");
+    api__respond_error(
+        c, 400, "bad_request",
+        "state must be pending, acked, nacked, expired or cancelled", "state");
     return false;
 }
 
@@ -2137,27 +2085,27 @@ static bool parse_force(struct call *c)
         c->force = true;
         return true;
     }
-    respond_error(c, 400, "bad_request", "force must be true or false",
-                  "force");
+    api__respond_error(c, 400, "bad_request", "force must be true or false",
+                       "force");
     return false;
 }
 
 /* Command writes take the usual write headers, but no If-Match. */
 static bool parse_command_write_headers(struct call *c)
 {
-    if (!parse_write_headers(c)) {
+    if (!api__parse_write_headers(c)) {
         return false;
     }
     if (c->has_if_match) {
-        respond_error(c, 400, "bad_request",
-                      "If-Match does not apply to commands", "If-Match");
+        api__respond_error(c, 400, "bad_request",
+                           "If-Match does not apply to commands", "If-Match");
         return false;
     }
     return true;
 }
 
 /* A service name: 1 to 64 bytes of [A-Za-z0-9._:@-]. */
-static bool service_valid(const char *s, size_t len)
+bool api__service_valid(const char *s, size_t len)
 {
     size_t i;
     if (len == 0 || len > STATEMACHINE_NAME_MAX) {
@@ -2186,14 +2134,14 @@ static bool parse_command_args(struct call *c, json_t *args, json_t *value)
         return true;
     }
     if (!json_is_object(args)) {
-        respond_error(c, 400, "bad_request",
-                      "args must be an object of strings", "args");
+        api__respond_error(c, 400, "bad_request",
+                           "args must be an object of strings", "args");
         return false;
     }
     if (json_object_size(args) > COMMAND_ARGS_MAX) {
         snprintf(msg, sizeof msg, "args has %zu entries, at most %d allowed",
                  json_object_size(args), COMMAND_ARGS_MAX);
-        respond_error(c, 422, "unprocessable", msg, "args");
+        api__respond_error(c, 422, "unprocessable", msg, "args");
         return false;
     }
     json_object_foreach(args, k, v)
@@ -2203,14 +2151,14 @@ static bool parse_command_args(struct call *c, json_t *args, json_t *value)
             snprintf(msg, sizeof msg,
                      "args: keys must be 1 to %d bytes, '%.40s%s' is %zu",
                      COMMAND_ARG_KEY_MAX, k, klen > 40 ? "..." : "", klen);
-            respond_error(c, 422, "unprocessable", msg, "args");
+            api__respond_error(c, 422, "unprocessable", msg, "args");
             return false;
         }
         if (strcmp(k, "manifest") == 0) {
-            respond_error(c, 422, "unprocessable",
-                          "args: the key manifest is reserved (a manifest "
-                          "goes in the manifest field of push_manifest)",
-                          "args");
+            api__respond_error(c, 422, "unprocessable",
+                               "args: the key manifest is reserved (a manifest "
+                               "goes in the manifest field of push_manifest)",
+                               "args");
             return false;
         }
         if (!json_is_string(v)) {
@@ -2218,7 +2166,7 @@ static bool parse_command_args(struct call *c, json_t *args, json_t *value)
                      "args: the value of '%.40s%s' must be "
                      "a string",
                      k, klen > 40 ? "..." : "");
-            respond_error(c, 400, "bad_request", msg, "args");
+            api__respond_error(c, 400, "bad_request", msg, "args");
             return false;
         }
         if (json_string_length(v) > COMMAND_ARG_VALUE_MAX) {
@@ -2227,7 +2175,7 @@ static bool parse_command_args(struct call *c, json_t *args, json_t *value)
                      "allowed",
                      k, klen > 40 ? "..." : "", json_string_length(v),
                      COMMAND_ARG_VALUE_MAX);
-            respond_error(c, 422, "unprocessable", msg, "args");
+            api__respond_error(c, 422, "unprocessable", msg, "args");
             return false;
         }
         json_object_set(value, k, v);
@@ -2237,12 +2185,12 @@ static bool parse_command_args(struct call *c, json_t *args, json_t *value)
 
 /* Copy an optional string field of at most @max bytes into @out (@max + 1
  * bytes). False when answered; *@present tells whether it was given. */
-static bool parse_string_field(struct call *c,
-                               json_t *o,
-                               const char *field,
-                               size_t max,
-                               char *out,
-                               bool *present)
+bool api__parse_string_field(struct call *c,
+                             json_t *o,
+                             const char *field,
+                             size_t max,
+                             char *out,
+                             bool *present)
 {
     json_t *v = json_object_get(o, field);
     char msg[REMS_ERRMSG_SIZE];
@@ -2253,13 +2201,13 @@ static bool parse_string_field(struct call *c,
     }
     if (!json_is_string(v)) {
         snprintf(msg, sizeof msg, "%s must be a string", field);
-        respond_error(c, 400, "bad_request", msg, field);
+        api__respond_error(c, 400, "bad_request", msg, field);
         return false;
     }
     if (json_string_length(v) > max) {
         snprintf(msg, sizeof msg, "%s is %zu bytes, at most %zu allowed", field,
                  json_string_length(v), max);
-        respond_error(c, 422, "unprocessable", msg, field);
+        api__respond_error(c, 422, "unprocessable", msg, field);
         return false;
     }
     memcpy(out, json_string_value(v), json_string_length(v) + 1);
@@ -2295,17 +2243,18 @@ static bool parse_command_body(struct call *c, json_t *o)
         }
         if (i == REMS_ARRAY_SIZE(known)) {
             snprintf(msg, sizeof msg, "unknown field '%.64s'", k);
-            respond_error(c, 400, "bad_request", msg, k);
+            api__respond_error(c, 400, "bad_request", msg, k);
             return false;
         }
     }
-    if (!parse_string_field(c, o, "id", STATEMACHINE_ID_MAX, c->id, &present)) {
+    if (!api__parse_string_field(c, o, "id", STATEMACHINE_ID_MAX, c->id,
+                                 &present)) {
         return false;
     }
     if (present && !statemachine_id_check(c->id, strlen(c->id))) {
-        respond_error(c, 400, "bad_request",
-                      "id must be 1 to 64 characters of A-Z a-z 0-9 _ . : -",
-                      "id");
+        api__respond_error(
+            c, 400, "bad_request",
+            "id must be 1 to 64 characters of A-Z a-z 0-9 _ . : -", "id");
         return false;
     }
     if (!present) {
@@ -2314,17 +2263,19 @@ static bool parse_command_body(struct call *c, json_t *o)
     v = json_object_get(o, "agent");
     if (!json_is_string(v) ||
         !statemachine_id_check(json_string_value(v), json_string_length(v))) {
-        respond_error(c, 400, "bad_request",
-                      "agent is required: an agent id, 1 to 64 characters of "
-                      "A-Z a-z 0-9 _ . : -",
-                      "agent");
+        api__respond_error(
+            c, 400, "bad_request",
+            "agent is required: an agent id, 1 to 64 characters of "
+            "A-Z a-z 0-9 _ . : -",
+            "agent");
         return false;
     }
     memcpy(c->agent, json_string_value(v), json_string_length(v) + 1);
     v = json_object_get(o, "action");
     if (!json_is_string(v)) {
-        respond_error(c, 400, "bad_request",
-                      "action is required: " COMMAND_ACTIONS_TEXT, "action");
+        api__respond_error(c, 400, "bad_request",
+                           "action is required: " COMMAND_ACTIONS_TEXT,
+                           "action");
         return false;
     }
     for (i = 0; i < REMS_ARRAY_SIZE(command_actions); i++) {
@@ -2334,8 +2285,8 @@ static bool parse_command_body(struct call *c, json_t *o)
         }
     }
     if (i == REMS_ARRAY_SIZE(command_actions)) {
-        respond_error(c, 422, "unprocessable",
-                      "action must be " COMMAND_ACTIONS_TEXT, "action");
+        api__respond_error(c, 422, "unprocessable",
+                           "action must be " COMMAND_ACTIONS_TEXT, "action");
         return false;
     }
     snprintf(c->action, sizeof c->action, "%s", command_actions[i].name);
@@ -2343,11 +2294,12 @@ static bool parse_command_body(struct call *c, json_t *o)
     v = json_object_get(o, "service");
     if (v != NULL && !json_is_null(v) &&
         (!json_is_string(v) ||
-         !service_valid(json_string_value(v), json_string_length(v)))) {
-        respond_error(c, 400, "bad_request",
-                      "service must be a service name: 1 to 64 characters of "
-                      "A-Z a-z 0-9 . _ : @ -",
-                      "service");
+         !api__service_valid(json_string_value(v), json_string_length(v)))) {
+        api__respond_error(
+            c, 400, "bad_request",
+            "service must be a service name: 1 to 64 characters of "
+            "A-Z a-z 0-9 . _ : @ -",
+            "service");
         return false;
     }
     if (json_is_string(v)) {
@@ -2355,12 +2307,12 @@ static bool parse_command_body(struct call *c, json_t *o)
     } else if (needs_service) {
         snprintf(msg, sizeof msg, "service is required for action %s",
                  c->action);
-        respond_error(c, 422, "unprocessable", msg, "service");
+        api__respond_error(c, 422, "unprocessable", msg, "service");
         return false;
     }
     value = json_object();
     if (value == NULL) {
-        respond_error(c, 500, "internal", "out of memory", NULL);
+        api__respond_error(c, 500, "internal", "out of memory", NULL);
         return false;
     }
     if (!parse_command_args(c, json_object_get(o, "args"), value)) {
@@ -2373,16 +2325,18 @@ static bool parse_command_body(struct call *c, json_t *o)
     }
     if (manifest != NULL && !push) {
         json_decref(value);
-        respond_error(c, 422, "unprocessable",
-                      "manifest is only for action push_manifest", "manifest");
+        api__respond_error(c, 422, "unprocessable",
+                           "manifest is only for action push_manifest",
+                           "manifest");
         return false;
     }
     if (push && !json_is_object(manifest)) {
         json_decref(value);
-        respond_error(c, manifest == NULL ? 422 : 400,
-                      manifest == NULL ? "unprocessable" : "bad_request",
-                      "manifest is required for push_manifest: a JSON object",
-                      "manifest");
+        api__respond_error(
+            c, manifest == NULL ? 422 : 400,
+            manifest == NULL ? "unprocessable" : "bad_request",
+            "manifest is required for push_manifest: a JSON object",
+            "manifest");
         return false;
     }
     if (push) {
@@ -2392,7 +2346,7 @@ static bool parse_command_body(struct call *c, json_t *o)
             snprintf(msg, sizeof msg,
                      "manifest is %zu bytes serialized, at most %d allowed",
                      len, COMMAND_MANIFEST_MAX);
-            respond_error(c, 422, "unprocessable", msg, "manifest");
+            api__respond_error(c, 422, "unprocessable", msg, "manifest");
             return false;
         }
         json_object_set(value, "manifest", manifest);
@@ -2402,29 +2356,30 @@ static bool parse_command_body(struct call *c, json_t *o)
     if (ttl != NULL && !json_is_null(ttl)) {
         if (!json_is_integer(ttl)) {
             json_decref(value);
-            respond_error(c, 400, "bad_request",
-                          "ttl_ms must be an integer (milliseconds)", "ttl_ms");
+            api__respond_error(c, 400, "bad_request",
+                               "ttl_ms must be an integer (milliseconds)",
+                               "ttl_ms");
             return false;
         }
         if (json_integer_value(ttl) < 1 ||
             json_integer_value(ttl) > (json_int_t)STATEMACHINE_TTL_MAX_MS) {
             json_decref(value);
-            respond_error(c, 422, "unprocessable",
-                          "ttl_ms must be between 1 and 86400000 (a day)",
-                          "ttl_ms");
+            api__respond_error(c, 422, "unprocessable",
+                               "ttl_ms must be between 1 and 86400000 (a day)",
+                               "ttl_ms");
             return false;
         }
         c->ttl_ms = (uint64_t)json_integer_value(ttl);
     }
-    if (!parse_string_field(c, o, "reason", STATEMACHINE_REASON_MAX, c->reason,
-                            &c->has_reason)) {
+    if (!api__parse_string_field(c, o, "reason", STATEMACHINE_REASON_MAX,
+                                 c->reason, &c->has_reason)) {
         json_decref(value);
         return false;
     }
     text = json_dumps(value, JSON_COMPACT);
     json_decref(value);
     if (text == NULL) {
-        respond_error(c, 500, "internal", "out of memory", NULL);
+        api__respond_error(c, 500, "internal", "out of memory", NULL);
         return false;
     }
     len = strlen(text);
@@ -2434,13 +2389,14 @@ static bool parse_command_body(struct call *c, json_t *o)
                  "args and manifest together are %zu bytes serialized, at "
                  "most %d can be stored",
                  len, STATEMACHINE_BLOB_MAX);
-        respond_error(c, 422, "unprocessable", msg, push ? "manifest" : "args");
+        api__respond_error(c, 422, "unprocessable", msg,
+                           push ? "manifest" : "args");
         return false;
     }
     c->value = rems_strdup(text);
     free(text); /* jansson allocates with malloc. */
     if (c->value == NULL) {
-        respond_error(c, 500, "internal", "out of memory", NULL);
+        api__respond_error(c, 500, "internal", "out of memory", NULL);
         return false;
     }
     return true;
@@ -2448,7 +2404,7 @@ static bool parse_command_body(struct call *c, json_t *o)
 
 static void route_command_issue(struct call *c)
 {
-    json_t *o = parse_body_object(c);
+    json_t *o = api__parse_body_object(c);
     bool ok;
     if (o == NULL) {
         return;
@@ -2457,14 +2413,14 @@ static void route_command_issue(struct call *c)
     json_decref(o);
     if (ok) {
         c->kind = CALL_COMMAND_ISSUE;
-        do_write(c);
+        api__do_write(c);
     }
 }
 
-static void method_not_allowed(struct call *c)
+void api__method_not_allowed(struct call *c)
 {
-    respond_error(c, 405, "method_not_allowed",
-                  "this method is not allowed on this path", NULL);
+    api__respond_error(c, 405, "method_not_allowed",
+                       "this method is not allowed on this path", NULL);
 }
 
 static void route(struct call *c)
@@ -2475,11 +2431,11 @@ static void route(struct call *c)
     if (strcmp(p, "/healthz") == 0) {
         json_t *body = json_object();
         json_object_set_new(body, "status", json_string("ok"));
-        respond_json(c, 200, body, NULL, 0);
+        api__respond_json(c, 200, body, NULL, 0);
         return;
     }
     if (c->s->node == NULL) {
-        respond_error(c, 503, "unavailable", "node is starting", NULL);
+        api__respond_error(c, 503, "unavailable", "node is starting", NULL);
         return;
     }
     if (strcmp(p, "/readyz") == 0) {
@@ -2495,101 +2451,101 @@ static void route(struct call *c)
             int rv = cluster_node_read_index(c->s->node, &c->wait,
                                              read_index_cb);
             if (rv != 0) {
-                respond_status(c, rv, "this node is not the leader");
+                api__respond_status(c, rv, "this node is not the leader");
             }
         }
     } else if (strcmp(p, "/v1/policies") == 0) {
         if (m != HTTP_GET) {
-            method_not_allowed(c);
+            api__method_not_allowed(c);
             return;
         }
-        if (!parse_consistency(c) || !parse_limit(c)) {
+        if (!api__parse_consistency(c) || !api__parse_limit(c)) {
             return;
         }
         if (http_request_query(c->req, "prefix", c->prefix, sizeof c->prefix) <
                 0 ||
             http_request_query(c->req, "after", c->after, sizeof c->after) <
                 0) {
-            respond_error(c, 400, "bad_request",
-                          "prefix and after must be at most 256 bytes",
-                          "prefix");
+            api__respond_error(c, 400, "bad_request",
+                               "prefix and after must be at most 256 bytes",
+                               "prefix");
             return;
         }
         c->kind = CALL_POLICY_LIST;
-        do_read(c);
+        api__do_read(c);
     } else if (strncmp(p, "/v1/policies/", 13) == 0) {
         if (!parse_key(c, p + 13)) {
             return;
         }
         if (m == HTTP_GET) {
-            if (!parse_consistency(c)) {
+            if (!api__parse_consistency(c)) {
                 return;
             }
             c->kind = CALL_POLICY_GET;
-            do_read(c);
+            api__do_read(c);
         } else if (m == HTTP_PUT) {
-            if (parse_write_headers(c)) {
+            if (api__parse_write_headers(c)) {
                 route_policy_put(c);
             }
         } else if (m == HTTP_DELETE) {
-            if (parse_write_headers(c)) {
+            if (api__parse_write_headers(c)) {
                 c->kind = CALL_POLICY_DELETE;
-                do_write(c);
+                api__do_write(c);
             }
         } else {
-            method_not_allowed(c);
+            api__method_not_allowed(c);
         }
     } else if (strcmp(p, "/v1/audit") == 0) {
         char v[32];
         int rv;
         if (m != HTTP_GET) {
-            method_not_allowed(c);
+            api__method_not_allowed(c);
             return;
         }
-        if (!parse_consistency(c) || !parse_limit(c)) {
+        if (!api__parse_consistency(c) || !api__parse_limit(c)) {
             return;
         }
         rv = http_request_query(c->req, "after", v, sizeof v);
         if (rv < 0 || (rv > 0 && rems_parse_u64(v, &c->after_index) != 0)) {
-            respond_error(c, 400, "bad_request",
-                          "after must be an index (a non-negative integer)",
-                          "after");
+            api__respond_error(
+                c, 400, "bad_request",
+                "after must be an index (a non-negative integer)", "after");
             return;
         }
         c->kind = CALL_AUDIT_LIST;
-        do_read(c);
+        api__do_read(c);
     } else if (strcmp(p, "/v1/members") == 0) {
         if (m == HTTP_GET) {
             serve_members(c);
         } else if (m == HTTP_POST) {
-            if (parse_write_headers(c)) {
+            if (api__parse_write_headers(c)) {
                 route_member_add(c);
             }
         } else {
-            method_not_allowed(c);
+            api__method_not_allowed(c);
         }
     } else if (strncmp(p, "/v1/members/", 12) == 0) {
         const char *id = p + 12;
         const char *slash = strchr(id, '/');
         if (slash == NULL) {
             if (m != HTTP_DELETE) {
-                method_not_allowed(c);
+                api__method_not_allowed(c);
                 return;
             }
             if (parse_id_segment(c, id, strlen(id))) {
                 c->kind = CALL_MEMBER_REMOVE;
-                do_write(c);
+                api__do_write(c);
             }
         } else if (strcmp(slash, "/role") == 0) {
             json_t *o;
             if (m != HTTP_POST) {
-                method_not_allowed(c);
+                api__method_not_allowed(c);
                 return;
             }
             if (!parse_id_segment(c, id, (size_t)(slash - id))) {
                 return;
             }
-            o = parse_body_object(c);
+            o = api__parse_body_object(c);
             if (o == NULL) {
                 return;
             }
@@ -2599,79 +2555,79 @@ static void route(struct call *c)
             }
             json_decref(o);
             c->kind = CALL_MEMBER_ROLE;
-            do_write(c);
+            api__do_write(c);
         } else {
-            respond_error(c, 404, "not_found", "no such path", NULL);
+            api__respond_error(c, 404, "not_found", "no such path", NULL);
         }
     } else if (strcmp(p, "/v1/agents") == 0) {
         if (m != HTTP_GET) {
-            method_not_allowed(c);
+            api__method_not_allowed(c);
             return;
         }
-        if (parse_consistency(c) && parse_limit(c) && parse_after_id(c) &&
-            parse_online(c)) {
+        if (api__parse_consistency(c) && api__parse_limit(c) &&
+            parse_after_id(c) && parse_online(c)) {
             c->kind = CALL_AGENT_LIST;
-            do_read(c);
+            api__do_read(c);
         }
     } else if (strncmp(p, "/v1/agents/", 11) == 0) {
         if (m != HTTP_GET) {
-            method_not_allowed(c);
+            api__method_not_allowed(c);
             return;
         }
-        if (parse_path_id(c, p + 11) && parse_consistency(c)) {
+        if (parse_path_id(c, p + 11) && api__parse_consistency(c)) {
             c->kind = CALL_AGENT_GET;
-            do_read(c);
+            api__do_read(c);
         }
     } else if (strcmp(p, "/v1/leases") == 0) {
         if (m != HTTP_GET) {
-            method_not_allowed(c);
+            api__method_not_allowed(c);
             return;
         }
-        if (parse_consistency(c)) {
+        if (api__parse_consistency(c)) {
             c->kind = CALL_LEASE_LIST;
-            do_read(c);
+            api__do_read(c);
         }
     } else if (strcmp(p, "/v1/commands") == 0) {
         if (m == HTTP_GET) {
-            if (parse_consistency(c) && parse_limit(c) && parse_after_id(c) &&
-                parse_command_filters(c)) {
+            if (api__parse_consistency(c) && api__parse_limit(c) &&
+                parse_after_id(c) && parse_command_filters(c)) {
                 c->kind = CALL_COMMAND_LIST;
-                do_read(c);
+                api__do_read(c);
             }
         } else if (m == HTTP_POST) {
             if (parse_command_write_headers(c)) {
                 route_command_issue(c);
             }
         } else {
-            method_not_allowed(c);
+            api__method_not_allowed(c);
         }
     } else if (strncmp(p, "/v1/commands/", 13) == 0) {
         if (m != HTTP_GET && m != HTTP_DELETE) {
-            method_not_allowed(c);
+            api__method_not_allowed(c);
             return;
         }
         if (!parse_path_id(c, p + 13)) {
             return;
         }
         if (m == HTTP_GET) {
-            if (parse_consistency(c)) {
+            if (api__parse_consistency(c)) {
                 c->kind = CALL_COMMAND_GET;
-                do_read(c);
+                api__do_read(c);
             }
         } else if (parse_command_write_headers(c) && parse_force(c)) {
             c->kind = CALL_COMMAND_CANCEL;
-            do_write(c);
+            api__do_write(c);
         }
     } else if (strcmp(p, "/v1/leadership/transfer") == 0) {
         json_t *o;
         json_t *id;
         if (m != HTTP_POST) {
-            method_not_allowed(c);
+            api__method_not_allowed(c);
             return;
         }
         c->member_id = 0;
         if (c->req->body_len > 0) {
-            o = parse_body_object(c);
+            o = api__parse_body_object(c);
             if (o == NULL) {
                 return;
             }
@@ -2679,8 +2635,9 @@ static void route(struct call *c)
             if (id != NULL &&
                 (!json_is_integer(id) || json_integer_value(id) < 0)) {
                 json_decref(o);
-                respond_error(c, 400, "bad_request",
-                              "id must be a member id (0: any voter)", "id");
+                api__respond_error(c, 400, "bad_request",
+                                   "id must be a member id (0: any voter)",
+                                   "id");
                 return;
             }
             if (id != NULL) {
@@ -2689,9 +2646,9 @@ static void route(struct call *c)
             json_decref(o);
         }
         c->kind = CALL_TRANSFER;
-        do_write(c);
-    } else {
-        respond_error(c, 404, "not_found", "no such path", NULL);
+        api__do_write(c);
+    } else if (!api__reconcile_route(c)) {
+        api__respond_error(c, 404, "not_found", "no such path", NULL);
     }
 }
 
