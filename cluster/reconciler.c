@@ -35,7 +35,9 @@
 #include "cluster/policy.h"
 #include "cluster/policy_int.h"
 #include "cluster/reconcile.h"
+#include "cluster/rollout.h"
 #include "common/assert.h"
+#include "common/mpread.h"
 #include "common/heap.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -62,6 +64,31 @@ struct aslot {
     bool ok; /* decoded; false: its stored record is corrupt (skipped) */
 };
 
+/* A rollout as loaded for one pass (strings in the pass's arena). */
+struct rslot {
+    const char *key;
+    uint64_t target_revision;
+    int state; /* enum statemachine_rollout_state */
+    int stage; /* enum statemachine_rollout_stage */
+    uint64_t batch;
+    uint64_t stage_started_ms;
+    bool has_previous;
+    uint64_t previous_revision;
+    const struct policy *previous; /* NULL: none, or invalid (see below) */
+    bool previous_invalid;
+    const char **reached; /* sorted */
+    size_t n_reached;
+};
+
+/* The leader's memory of a gate: healthy since when (not replicated: a
+ * new leader waits a whole health gate again). */
+struct gate_memory {
+    char *key;
+    uint64_t target_revision;
+    uint64_t batch;
+    uint64_t healthy_since_ms;
+};
+
 struct cluster_reconciler {
     struct cluster_node *node;
     uv_timer_t timer;
@@ -72,6 +99,10 @@ struct cluster_reconciler {
     size_t n_policies;
     struct aslot *agents; /* by id */
     size_t n_agents;
+    struct pslot *previous; /* previous documents of rollouts, by key */
+    size_t n_previous;
+    struct gate_memory *gates;
+    size_t n_gates;
 
     /* The latest pass. */
     struct reconcile_output out;
@@ -114,6 +145,12 @@ struct load {
     struct aslot *agents;
     size_t n_agents;
     size_t cap_agents;
+    struct pslot *previous;
+    size_t n_previous;
+    size_t cap_previous;
+    struct rslot *rollouts;
+    size_t n_rollouts;
+    size_t cap_rollouts;
 
     /* Records, in (agent, service) order, with their agent's index. */
     struct reconcile_record *records;
@@ -200,17 +237,16 @@ static int cmp_n(const char *a, const char *b, size_t blen)
 
 /* The cached slot of policy @key, or NULL. The cache is sorted by key,
  * and a slot whose content moved keeps its key. */
-static struct pslot *old_policy(struct cluster_reconciler *r,
-                                const char *key,
-                                size_t len)
+static struct pslot *
+old_slot(struct pslot *slots, size_t n, const char *key, size_t len)
 {
     size_t lo = 0;
-    size_t hi = r->n_policies;
+    size_t hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = cmp_n(r->policies[mid].key, key, len);
+        int c = cmp_n(slots[mid].key, key, len);
         if (c == 0) {
-            return &r->policies[mid];
+            return &slots[mid];
         }
         if (c < 0) {
             lo = mid + 1;
@@ -224,7 +260,8 @@ static struct pslot *old_policy(struct cluster_reconciler *r,
 static int policy_visit(void *data, const struct statemachine_policy *p)
 {
     struct load *l = data;
-    struct pslot *old = old_policy(l->r, p->key, p->key_len);
+    struct pslot *old =
+        old_slot(l->r->policies, l->r->n_policies, p->key, p->key_len);
     struct pslot *s;
     int rv = GROW(l, policies, n_policies, cap_policies);
     if (rv != 0) {
@@ -294,6 +331,118 @@ static struct aslot *old_agent(struct cluster_reconciler *r,
         }
     }
     return NULL;
+}
+
+/* The previous document of a rollout, parsed (cached by key and
+ * revision like the policies). */
+static int previous_load(struct load *l,
+                         const struct statemachine_rollout *ro,
+                         struct rslot *rs)
+{
+    struct pslot *old = old_slot(l->r->previous, l->r->n_previous, ro->key,
+                                 ro->key_len);
+    struct pslot *s;
+    char err[REMS_ERRMSG_SIZE];
+    int rv = GROW(l, previous, n_previous, cap_previous);
+    if (rv != 0) {
+        return rv;
+    }
+    s = &l->previous[l->n_previous];
+    memset(s, 0, sizeof *s);
+    s->key = strndup_heap(ro->key, ro->key_len);
+    if (s->key == NULL) {
+        return REMS_ENOMEM;
+    }
+    s->revision = ro->previous_revision;
+    if (old != NULL && old->revision == ro->previous_revision) {
+        s->doc = old->doc;
+        s->error = old->error;
+        old->doc = NULL;
+        old->error = NULL;
+        old->revision = UINT64_MAX;
+    } else {
+        err[0] = '\0';
+        rv = policy_parse_json(ro->previous, ro->previous_len, &s->doc, err);
+        if (rv == REMS_ENOMEM) {
+            rems_free(s->key);
+            return rv;
+        }
+        if (rv != 0) {
+            s->doc = NULL;
+            s->error = rems_strdup(err);
+            if (s->error == NULL) {
+                rems_free(s->key);
+                return REMS_ENOMEM;
+            }
+        }
+    }
+    l->n_previous++;
+    rs->previous = s->doc;
+    rs->previous_invalid = s->doc == NULL;
+    return 0;
+}
+
+static int rollout_visit(void *data, const struct statemachine_rollout *ro)
+{
+    struct load *l = data;
+    struct rslot *rs;
+    size_t pos = 0;
+    size_t n = 0;
+    const char *id;
+    size_t id_len;
+    char err[REMS_ERRMSG_SIZE];
+    int rv = GROW(l, rollouts, n_rollouts, cap_rollouts);
+    if (rv != 0) {
+        return rv;
+    }
+    rs = &l->rollouts[l->n_rollouts];
+    memset(rs, 0, sizeof *rs);
+    rs->key = policy__arena_strndup(l->arena, ro->key, ro->key_len);
+    if (rs->key == NULL) {
+        return REMS_ENOMEM;
+    }
+    rs->target_revision = ro->target_revision;
+    rs->state = ro->state;
+    rs->stage = ro->stage;
+    rs->batch = ro->batch;
+    rs->stage_started_ms = ro->stage_started_ms;
+    rs->has_previous = ro->has_previous;
+    rs->previous_revision = ro->previous_revision;
+    if (ro->state == STATEMACHINE_ROLLOUT_DONE ||
+        ro->state == STATEMACHINE_ROLLOUT_ROLLED_BACK) {
+        l->n_rollouts++;
+        return 0; /* Over: the policy alone says what is desired. */
+    }
+    if (ro->has_previous) {
+        rv = previous_load(l, ro, rs);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    rs->reached = policy__arena_alloc(
+        l->arena, (ro->n_reached + 1) * sizeof *rs->reached);
+    if (rs->reached == NULL) {
+        return REMS_ENOMEM;
+    }
+    err[0] = '\0';
+    while (n < ro->n_reached &&
+           (rv = statemachine_rollout_reached_next(ro->reached, ro->reached_len,
+                                                   &pos, &id, &id_len, err)) ==
+               0) {
+        rs->reached[n] = policy__arena_strndup(l->arena, id, id_len);
+        if (rs->reached[n] == NULL) {
+            return REMS_ENOMEM;
+        }
+        n++;
+    }
+    if (rv != 0 && rv != REMS_ENOTFOUND) {
+        rems_errmsgf(l->errmsg, "rollouts[%.*s]: %s", (int)ro->key_len,
+                     ro->key, err);
+        return REMS_ECORRUPT;
+    }
+    rs->n_reached = n;
+    l->n_rollouts++;
+    return 0;
 }
 
 static int agent_visit(void *data, const struct statemachine_agent *a)
@@ -574,8 +723,13 @@ static void load_free(struct load *l)
     for (i = 0; i < l->n_agents; i++) {
         aslot_free(&l->agents[i]);
     }
+    for (i = 0; i < l->n_previous; i++) {
+        pslot_free(&l->previous[i]);
+    }
     rems_free(l->policies);
     rems_free(l->agents);
+    rems_free(l->previous);
+    rems_free(l->rollouts);
     rems_free(l->records);
     rems_free(l->record_agent);
     rems_free(l->freezes);
@@ -589,6 +743,7 @@ static void load_free(struct load *l)
 /* The per-pass arrays only (the slots moved into the cache). */
 static void load_free_pass(struct load *l)
 {
+    rems_free(l->rollouts);
     rems_free(l->records);
     rems_free(l->record_agent);
     rems_free(l->freezes);
@@ -623,6 +778,10 @@ static int load_tables(struct cluster_reconciler *r,
 
     rv = statemachine_policy_list(t, "", 0, "", 0, SIZE_MAX, policy_visit, l,
                                   &more, errmsg);
+    if (rv == 0) {
+        rv = statemachine_rollout_list(t, "", 0, SIZE_MAX, rollout_visit, l,
+                                       &more, errmsg);
+    }
     if (rv == 0) {
         rv = statemachine_agent_list(t, "", 0, SIZE_MAX, agent_visit, l, &more,
                                      errmsg);
@@ -677,8 +836,16 @@ static void cache_swap(struct cluster_reconciler *r, struct load *l)
     for (i = 0; i < r->n_agents; i++) {
         aslot_free(&r->agents[i]);
     }
+    for (i = 0; i < r->n_previous; i++) {
+        pslot_free(&r->previous[i]);
+    }
     rems_free(r->policies);
     rems_free(r->agents);
+    rems_free(r->previous);
+    r->previous = l->previous;
+    r->n_previous = l->n_previous;
+    l->previous = NULL;
+    l->n_previous = 0;
     r->policies = l->policies;
     r->n_policies = l->n_policies;
     r->agents = l->agents;
@@ -709,6 +876,59 @@ static void config_fill(const struct config *cfg, struct reconcile_config *c)
     c->command_ttl_ms = cfg->reconcile_command_ttl_ms;
     c->grace_ms = cfg->reconcile_grace_ms;
 }
+
+static const struct rslot *find_rollout(const struct load *l, const char *key)
+{
+    size_t lo = 0;
+    size_t hi = l->n_rollouts;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(l->rollouts[mid].key, key);
+        if (c == 0) {
+            return &l->rollouts[mid];
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return NULL;
+}
+
+/* A rollout in progress decides which agents get the policy's document:
+ * the reached ones (none once aborted); the others keep the previous. */
+static void rollout_apply(const struct load *l,
+                          const struct pslot *s,
+                          struct reconcile_policy *p)
+{
+    const struct rslot *rs = find_rollout(l, s->key);
+    if (rs == NULL || rs->target_revision != s->revision ||
+        (rs->state != STATEMACHINE_ROLLOUT_RUNNING &&
+         rs->state != STATEMACHINE_ROLLOUT_PAUSED &&
+         rs->state != STATEMACHINE_ROLLOUT_ABORTED)) {
+        return;
+    }
+    if (rs->has_previous && rs->previous_invalid) {
+        /* The previous document does not validate (stored before
+         * validation existed): nothing can be kept, every agent gets the
+         * new one. */
+        return;
+    }
+    p->rollout_active = true;
+    p->previous = rs->previous;
+    p->previous_revision = rs->has_previous ? rs->previous_revision : 0;
+    if (rs->state != STATEMACHINE_ROLLOUT_ABORTED) {
+        p->rollout_agents = rs->reached;
+        p->n_rollout_agents = rs->n_reached;
+    }
+}
+
+static void step_rollouts(struct cluster_reconciler *r,
+                          const struct load *l,
+                          const struct reconcile_input *in,
+                          const struct reconcile_output *out,
+                          uint64_t now_ms);
 
 /* Run a pass over this node's tables at @now_ms into r->out. */
 static int run_pass(struct cluster_reconciler *r,
@@ -776,6 +996,7 @@ static int run_pass(struct cluster_reconciler *r,
         policies[np].key = s->key;
         policies[np].revision = s->revision;
         policies[np].policy = s->doc;
+        rollout_apply(&l, s, &policies[np]);
         np++;
     }
     ri = 0;
@@ -822,6 +1043,7 @@ static int run_pass(struct cluster_reconciler *r,
     }
     if (by_leader) {
         act(r, &in, &out, now_ms);
+        step_rollouts(r, &l, &in, &out, now_ms);
     }
     /* The output owns copies of what it needs: the cache may change. */
     cache_swap(r, &l);
@@ -1302,8 +1524,16 @@ void cluster__reconciler_free(struct cluster_node *n)
     for (i = 0; i < r->n_agents; i++) {
         aslot_free(&r->agents[i]);
     }
+    for (i = 0; i < r->n_previous; i++) {
+        pslot_free(&r->previous[i]);
+    }
+    for (i = 0; i < r->n_gates; i++) {
+        rems_free(r->gates[i].key);
+    }
+    rems_free(r->gates);
     rems_free(r->policies);
     rems_free(r->agents);
+    rems_free(r->previous);
     reconcile_output_close(&r->out);
     rems_free(r);
     n->reconciler = NULL;
@@ -1350,4 +1580,220 @@ void cluster_node_reconcile_metrics(const struct cluster_node *n,
         return;
     }
     *out = n->reconciler->metrics;
+}
+
+/* ------------------------------------------------------------------ */
+/* Rollouts (the ready leader only).                                    */
+
+static struct gate_memory *gate_find(struct cluster_reconciler *r,
+                                     const char *key)
+{
+    size_t i;
+    for (i = 0; i < r->n_gates; i++) {
+        if (strcmp(r->gates[i].key, key) == 0) {
+            return &r->gates[i];
+        }
+    }
+    return NULL;
+}
+
+/* Remember (or forget, @since 0) when the gate of @key became healthy. */
+static void gate_set(struct cluster_reconciler *r,
+                     const char *key,
+                     uint64_t target_revision,
+                     uint64_t batch,
+                     uint64_t since)
+{
+    struct gate_memory *g = gate_find(r, key);
+    if (g == NULL) {
+        struct gate_memory *p;
+        if (since == 0) {
+            return;
+        }
+        p = rems_realloc(r->gates, (r->n_gates + 1) * sizeof *r->gates);
+        if (p == NULL) {
+            return; /* Then the gate waits longer: safe. */
+        }
+        r->gates = p;
+        g = &r->gates[r->n_gates];
+        g->key = rems_strdup(key);
+        if (g->key == NULL) {
+            return;
+        }
+        r->n_gates++;
+    }
+    g->target_revision = target_revision;
+    g->batch = batch;
+    g->healthy_since_ms = since;
+}
+
+static uint64_t gate_since(struct cluster_reconciler *r,
+                           const char *key,
+                           uint64_t target_revision,
+                           uint64_t batch)
+{
+    struct gate_memory *g = gate_find(r, key);
+    if (g == NULL || g->target_revision != target_revision ||
+        g->batch != batch) {
+        return 0;
+    }
+    return g->healthy_since_ms;
+}
+
+static int propose_rollout(struct cluster_reconciler *r,
+                           const struct rslot *rs,
+                           const struct rollout_output *o,
+                           uint64_t now_ms)
+{
+    struct statemachine_entry e;
+    struct rems_buf reached;
+    char request_id[40];
+    char what[160];
+    const char *op;
+    uint64_t h;
+    size_t i;
+    int rv;
+
+    switch (o->decision) {
+        case ROLLOUT_ADVANCE:
+            op = "advance";
+            break;
+        case ROLLOUT_DONE:
+            op = "done";
+            break;
+        case ROLLOUT_ROLLBACK:
+            op = "rollback";
+            break;
+        case ROLLOUT_HALT:
+            op = "pause";
+            break;
+        default:
+            return 0;
+    }
+    rems_buf_init(&reached);
+    memset(&e, 0, sizeof e);
+    if (o->decision == ROLLOUT_ADVANCE) {
+        rems_buf_printf(&reached, "[");
+        for (i = 0; i < o->n_reached; i++) {
+            /* Agent ids need no escaping ([A-Za-z0-9_.:-]). */
+            rems_buf_printf(&reached, "%s\"%s\"", i == 0 ? "" : ",",
+                            o->reached[i]);
+        }
+        rems_buf_printf(&reached, "]");
+        if (reached.failed) {
+            rems_buf_close(&reached);
+            return REMS_ENOMEM;
+        }
+        e.value = reached.data;
+        e.value_len = reached.len;
+        e.stage = o->stage == ROLLOUT_STAGE_PAUSE ? "pause" : "gate";
+        e.stage_len = strlen(e.stage);
+        e.has_batch = true;
+        e.batch = o->batch;
+    }
+    h = fnv_str(FNV_BASIS, "rollout");
+    h = fnv_str(h, rs->key);
+    h = fnv_u64(h, rs->target_revision);
+    h = fnv_str(h, op);
+    h = fnv_u64(h, o->batch);
+    h = fnv_u64(h, (uint64_t)o->stage);
+    h = fnv_u64(h, rs->stage_started_ms);
+    snprintf(request_id, sizeof request_id, "rec-%016" PRIx64, h);
+    e.type = STATEMACHINE_ENTRY_ROLLOUT_UPDATE;
+    e.time_ms = now_ms;
+    e.request_id = request_id;
+    e.request_id_len = strlen(request_id);
+    e.reason = o->message;
+    e.reason_len = strlen(o->message);
+    e.key = rs->key;
+    e.key_len = strlen(rs->key);
+    e.rollout_revision = rs->target_revision;
+    e.op = op;
+    e.op_len = strlen(op);
+    snprintf(what, sizeof what, "rollout %s@%" PRIu64 " %s", rs->key,
+             rs->target_revision, op);
+    rv = propose(r, &e, what);
+    rems_buf_close(&reached);
+    if (rv == 0) {
+        r->metrics.rollout_steps++;
+    }
+    return rv;
+}
+
+static void step_rollouts(struct cluster_reconciler *r,
+                          const struct load *l,
+                          const struct reconcile_input *in,
+                          const struct reconcile_output *out,
+                          uint64_t now_ms)
+{
+    struct rollout_agent *agents = NULL;
+    size_t i;
+
+    if (l->n_rollouts == 0) {
+        return;
+    }
+    agents = rems_calloc(in->n_agents + 1, sizeof *agents);
+    if (agents == NULL) {
+        return;
+    }
+    for (i = 0; i < in->n_agents; i++) {
+        agents[i].id = in->agents[i].id;
+        agents[i].online = in->agents[i].online;
+        agents[i].labels = in->agents[i].labels;
+        agents[i].n_labels = in->agents[i].n_labels;
+    }
+    for (i = 0; i < l->n_rollouts; i++) {
+        const struct rslot *rs = &l->rollouts[i];
+        const struct reconcile_policy *p = NULL;
+        struct rollout_input ri;
+        struct rollout_output ro;
+        char errmsg[REMS_ERRMSG_SIZE];
+        size_t k;
+
+        if (rs->state != STATEMACHINE_ROLLOUT_RUNNING) {
+            continue;
+        }
+        for (k = 0; k < in->n_policies; k++) {
+            if (strcmp(in->policies[k].key, rs->key) == 0) {
+                p = &in->policies[k];
+                break;
+            }
+        }
+        if (p == NULL || p->revision != rs->target_revision) {
+            continue; /* Invalid, or a newer revision is being applied. */
+        }
+        memset(&ri, 0, sizeof ri);
+        ri.key = rs->key;
+        ri.target_revision = rs->target_revision;
+        ri.target = p->policy;
+        ri.stage = rs->stage;
+        ri.batch = rs->batch;
+        ri.stage_started_ms = rs->stage_started_ms;
+        ri.reached = rs->reached;
+        ri.n_reached = rs->n_reached;
+        ri.healthy_since_ms =
+            gate_since(r, rs->key, rs->target_revision, rs->batch);
+        ri.agents = agents;
+        ri.n_agents = in->n_agents;
+        ri.pass = out;
+        if (rollout_step(&ri, now_ms, &ro, errmsg) != 0) {
+            log_pass_error(errmsg, REMS_ENOMEM);
+            continue;
+        }
+        if (rs->stage == ROLLOUT_STAGE_GATE) {
+            gate_set(r, rs->key, rs->target_revision, rs->batch,
+                     ro.gate_healthy ? (ri.healthy_since_ms != 0
+                                            ? ri.healthy_since_ms
+                                            : now_ms)
+                                     : 0);
+        }
+        if (ro.decision != ROLLOUT_WAIT) {
+            if (propose_rollout(r, rs, &ro, now_ms) != 0) {
+                rollout_output_close(&ro);
+                break;
+            }
+        }
+        rollout_output_close(&ro);
+    }
+    rems_free(agents);
 }
