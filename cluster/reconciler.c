@@ -26,6 +26,7 @@
  * Decoded policies and agents are cached between passes by revision and
  * by updated_index: a pass decodes only what changed. */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,18 +236,26 @@ static int cmp_n(const char *a, const char *b, size_t blen)
     return c;
 }
 
-/* The cached slot of policy @key, or NULL. The cache is sorted by key,
- * and a slot whose content moved keeps its key. */
-static struct pslot *
-old_slot(struct pslot *slots, size_t n, const char *key, size_t len)
+/* Binary search of @n elements of @size bytes at @base, sorted by the
+ * string at @key_off in each, for the @len bytes at @key: its index, or
+ * SIZE_MAX. */
+static size_t find_sorted(const void *base,
+                          size_t n,
+                          size_t size,
+                          size_t key_off,
+                          const char *key,
+                          size_t len)
 {
     size_t lo = 0;
     size_t hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = cmp_n(slots[mid].key, key, len);
+        const char *k;
+        int c;
+        memcpy(&k, (const char *)base + mid * size + key_off, sizeof k);
+        c = cmp_n(k, key, len);
         if (c == 0) {
-            return &slots[mid];
+            return mid;
         }
         if (c < 0) {
             lo = mid + 1;
@@ -254,7 +263,17 @@ old_slot(struct pslot *slots, size_t n, const char *key, size_t len)
             hi = mid;
         }
     }
-    return NULL;
+    return SIZE_MAX;
+}
+
+/* The cached slot of @key in @slots (sorted by key; a slot whose content
+ * moved keeps its key), or NULL. */
+static struct pslot *
+old_slot(struct pslot *slots, size_t n, const char *key, size_t len)
+{
+    size_t i = find_sorted(slots, n, sizeof *slots,
+                           offsetof(struct pslot, key), key, len);
+    return i == SIZE_MAX ? NULL : &slots[i];
 }
 
 static int policy_visit(void *data, const struct statemachine_policy *p)
@@ -316,21 +335,9 @@ static struct aslot *old_agent(struct cluster_reconciler *r,
                                const char *id,
                                size_t len)
 {
-    size_t lo = 0;
-    size_t hi = r->n_agents;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = cmp_n(r->agents[mid].id, id, len);
-        if (c == 0) {
-            return &r->agents[mid];
-        }
-        if (c < 0) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return NULL;
+    size_t i = find_sorted(r->agents, r->n_agents, sizeof *r->agents,
+                           offsetof(struct aslot, id), id, len);
+    return i == SIZE_MAX ? NULL : &r->agents[i];
 }
 
 /* The previous document of a rollout, parsed (cached by key and
@@ -503,21 +510,8 @@ static int agent_visit(void *data, const struct statemachine_agent *a)
 /* Index of agent @id in the loaded agents, or SIZE_MAX. */
 static size_t agent_index(const struct load *l, const char *id, size_t len)
 {
-    size_t lo = 0;
-    size_t hi = l->n_agents;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = cmp_n(l->agents[mid].id, id, len);
-        if (c == 0) {
-            return mid;
-        }
-        if (c < 0) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return SIZE_MAX;
+    return find_sorted(l->agents, l->n_agents, sizeof *l->agents,
+                       offsetof(struct aslot, id), id, len);
 }
 
 static int action_from_name(const char *s, size_t len)
@@ -879,21 +873,9 @@ static void config_fill(const struct config *cfg, struct reconcile_config *c)
 
 static const struct rslot *find_rollout(const struct load *l, const char *key)
 {
-    size_t lo = 0;
-    size_t hi = l->n_rollouts;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(l->rollouts[mid].key, key);
-        if (c == 0) {
-            return &l->rollouts[mid];
-        }
-        if (c < 0) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return NULL;
+    size_t i = find_sorted(l->rollouts, l->n_rollouts, sizeof *l->rollouts,
+                           offsetof(struct rslot, key), key, strlen(key));
+    return i == SIZE_MAX ? NULL : &l->rollouts[i];
 }
 
 /* A rollout in progress decides which agents get the policy's document:
