@@ -71,9 +71,12 @@
 #include <jansson.h>
 #include <yaml.h>
 
+#include "agentproto/agent_config.h" /* agent_yaml_to_json() */
+#include "cluster/policy.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/heap.h"
+#include "common/mpread.h" /* struct rems_buf */
 #include "common/util.h"
 
 #ifndef REMS_VERSION
@@ -256,10 +259,23 @@ enum ctl_opt {
     OPT_TTL,
     OPT_WAIT,
     OPT_FORCE,
+    OPT_SERVICE,
+    OPT_KIND,
+    OPT_LEVEL,
+    OPT_SITE,
+    OPT_UNTIL,
+    OPT_FOR,
+    OPT_LINEARIZABLE,
+    OPT_MODE,
+    OPT_FROM,
+    OPT_TO,
+    OPT_DAYS,
+    OPT_START,
+    OPT_DURATION,
     OPT_NR
 };
 
-#define OPT_BIT(o) (1u << (unsigned)(o))
+#define OPT_BIT(o) (UINT64_C(1) << (unsigned)(o))
 #define OPTS_GLOBAL                                                            \
     (OPT_BIT(OPT_ENDPOINTS) | OPT_BIT(OPT_OUTPUT) | OPT_BIT(OPT_TIMEOUT) |     \
      OPT_BIT(OPT_USER) | OPT_BIT(OPT_REASON) | OPT_BIT(OPT_HELP) |             \
@@ -300,6 +316,19 @@ static const struct opt_spec opt_specs[OPT_NR] = {
     [OPT_TTL] = {"ttl", '\0', true},
     [OPT_WAIT] = {"wait", '\0', true, true},
     [OPT_FORCE] = {"force", '\0', false, false},
+    [OPT_SERVICE] = {"service", '\0', true},
+    [OPT_KIND] = {"kind", '\0', true},
+    [OPT_LEVEL] = {"level", '\0', true},
+    [OPT_SITE] = {"site", '\0', true},
+    [OPT_UNTIL] = {"until", '\0', true},
+    [OPT_FOR] = {"for", '\0', true},
+    [OPT_LINEARIZABLE] = {"linearizable", '\0', false},
+    [OPT_MODE] = {"mode", '\0', true},
+    [OPT_FROM] = {"from", '\0', true},
+    [OPT_TO] = {"to", '\0', true},
+    [OPT_DAYS] = {"days", '\0', true},
+    [OPT_START] = {"start", '\0', true},
+    [OPT_DURATION] = {"duration", '\0', true},
 };
 
 enum ctl_cmd {
@@ -321,6 +350,23 @@ enum ctl_cmd {
     CMD_COMMAND_LIST,
     CMD_COMMAND_SHOW,
     CMD_COMMAND_CANCEL,
+    CMD_POLICY_VALIDATE,
+    CMD_SUMMARY,
+    CMD_DRIFT,
+    CMD_RECOMMENDATIONS,
+    CMD_INCIDENT_LIST,
+    CMD_INCIDENT_SHOW,
+    CMD_INCIDENT_ACK,
+    CMD_INCIDENT_RESOLVE,
+    CMD_OVERRIDE_LIST,
+    CMD_OVERRIDE_SET,
+    CMD_OVERRIDE_CLEAR,
+    CMD_RECONCILER_PAUSE,
+    CMD_RECONCILER_RESUME,
+    CMD_WINDOW_LIST,
+    CMD_WINDOW_SHOW,
+    CMD_WINDOW_SET,
+    CMD_WINDOW_DELETE,
     CMD_NR
 };
 
@@ -333,11 +379,15 @@ struct ctl_command {
     const char *options;  /* Synopsis of the command's own options. */
     size_t min_args;
     size_t max_args;
-    unsigned opts; /* OPT_BIT()s accepted besides OPTS_GLOBAL. */
+    uint64_t opts; /* OPT_BIT()s accepted besides OPTS_GLOBAL. */
     bool write;    /* Sends X-Rems-User, -Reason and -Request-Id. */
     const char *brief;
     const char *help; /* Description and option lines for its usage. */
 };
+
+#define LINEARIZABLE_HELP                                                      \
+    "  --linearizable      first make sure the answering node has applied\n"   \
+    "                      every write acknowledged before (a read index)\n"
 
 #define ROLE_HELP                                                              \
     "  --role ROLE         voter, standby or spare (default voter)\n"
@@ -375,13 +425,13 @@ static const struct ctl_command commands[CMD_NR] = {
      "Options:\n"
      "  --stale             answer from the node's own store, without asking\n"
      "                      the leader; works without a leader, may be old\n"},
-    {CMD_POLICY_PUT, "policy", "put", "policy put", "KEY",
-     "[-f FILE|-] [--if-match REV]", 1, 1,
+    {CMD_POLICY_PUT, "policy", "put", "policy put", "KEY [FILE]",
+     "[-f FILE|-] [--if-match REV]", 1, 2,
      OPT_BIT(OPT_FILE) | OPT_BIT(OPT_IF_MATCH), true,
      "Create or replace a policy",
-     "Create or replace policy KEY. The value is a JSON object or a YAML\n"
-     "mapping, read from FILE, or from standard input with -f - or without\n"
-     "-f.\n\n"
+     "Create or replace policy KEY. The value is a policy document, JSON or\n"
+     "YAML, read from FILE (given as an operand or with -f), or from\n"
+     "standard input with -f - or without FILE.\n\n"
      "Options:\n"
      "  -f, --file FILE     read the value from FILE ('-': standard input)\n"
      "  --if-match REV      write only if the key's revision is REV; 0: only\n"
@@ -486,6 +536,159 @@ static const struct ctl_command commands[CMD_NR] = {
      "Options:\n"
      "  --force             cancel even a command its agent may be running;\n"
      "                      its late answer is then dropped\n"},
+    {CMD_POLICY_VALIDATE, "policy", "validate", "policy validate", "FILE", "",
+     1, 1, 0, false, "Check a policy document offline",
+     "Check the policy document in FILE ('-': standard input), JSON or YAML\n"
+     "(by the extension .json, .yaml or .yml, else by its content), with\n"
+     "the rules the server applies. Prints \"valid\" and exits 0, or prints\n"
+     "the first rule broken, naming the field, and exits 1. Makes no call.\n"},
+    {CMD_SUMMARY, NULL, "summary", "summary", "",
+     "[--agent ID] [--site SITE] [--linearizable]", 0, 0,
+     OPT_BIT(OPT_AGENT) | OPT_BIT(OPT_SITE) | OPT_BIT(OPT_LINEARIZABLE), false,
+     "Show the reconciler's summary",
+     "Show how the cluster, each site, agent and service stand: nominal,\n"
+     "degraded, reconciling or unstable, with counts.\n\n"
+     "Options:\n"
+     "  --agent ID          only agent ID in the agents' table\n"
+     "  --site SITE         only SITE in the sites' table\n" LINEARIZABLE_HELP},
+    {CMD_DRIFT, NULL, "drift", "drift", "",
+     "[--agent ID] [--service NAME] [--kind KIND] [--level LEVEL] "
+     "[--linearizable]",
+     0, 0,
+     OPT_BIT(OPT_AGENT) | OPT_BIT(OPT_SERVICE) | OPT_BIT(OPT_KIND) |
+         OPT_BIT(OPT_LEVEL) | OPT_BIT(OPT_LINEARIZABLE),
+     false, "Show the drift between policies and agents",
+     "List what differs between the policies and what the agents report,\n"
+     "with the level, the recommended action and why.\n\n"
+     "Options:\n"
+     "  --agent ID          only the drift of agent ID\n"
+     "  --service NAME      only the drift of service NAME\n"
+     "  --kind KIND         only one kind: missing_service,\n"
+     "                      unexpected_service, unhealthy_service,\n"
+     "                      failed_deployment, offline_agent,\n"
+     "                      dependency_unavailable, unresolved_incident\n"
+     "  --level LEVEL       only required, recommended or "
+     "blocked\n" LINEARIZABLE_HELP},
+    {CMD_RECOMMENDATIONS, NULL, "recommendations", "recommendations", "",
+     "[--agent ID] [--service NAME] [--level LEVEL] [--linearizable]", 0, 0,
+     OPT_BIT(OPT_AGENT) | OPT_BIT(OPT_SERVICE) | OPT_BIT(OPT_LEVEL) |
+         OPT_BIT(OPT_LINEARIZABLE),
+     false, "Show what to do, and what the guardrails hold back",
+     "Show the recommended actions, the actions the leader issues on its\n"
+     "own (policies in mode auto), those a guardrail holds back and why,\n"
+     "and placement conflicts.\n\n"
+     "Options:\n"
+     "  --agent ID          only agent ID\n"
+     "  --service NAME      only service NAME\n"
+     "  --level LEVEL       only required, recommended or "
+     "blocked\n" LINEARIZABLE_HELP},
+    {CMD_INCIDENT_LIST, "incident", "list", "incident list", "",
+     "[--state STATE] [--agent ID] [--limit N] [--after ID] [--all] "
+     "[--stale]",
+     0, 0,
+     OPT_BIT(OPT_STATE) | OPT_BIT(OPT_AGENT) | OPT_BIT(OPT_LIMIT) |
+         OPT_BIT(OPT_AFTER) | OPT_BIT(OPT_ALL) | OPT_BIT(OPT_STALE),
+     false, "List incidents",
+     "List incidents in id order, one page of at most N.\n\n"
+     "Options:\n"
+     "  --state STATE       open, acknowledged, resolved or unresolved (open\n"
+     "                      or acknowledged)\n"
+     "  --agent ID          only the incidents of agent ID\n"
+     "  --limit N           incidents per page, 1-1000 (server default 100)\n"
+     "  --after ID          start after incident ID\n"
+     "  --all               fetch every page, not just the first\n"
+     "  --stale             answer from the node's own store\n"},
+    {CMD_INCIDENT_SHOW, "incident", "show", "incident show", "ID", "[--stale]",
+     1, 1, OPT_BIT(OPT_STALE), false, "Show an incident",
+     "Show incident ID: what escalated, and each step with who and why.\n\n"
+     "Options:\n"
+     "  --stale             answer from the node's own store\n"},
+    {CMD_INCIDENT_ACK, "incident", "ack", "incident ack", "ID", "", 1, 1, 0,
+     true, "Acknowledge an incident",
+     "Acknowledge open incident ID; --user and --reason are recorded with\n"
+     "it.\n"},
+    {CMD_INCIDENT_RESOLVE, "incident", "resolve", "incident resolve", "ID", "",
+     1, 1, 0, true, "Resolve an incident",
+     "Resolve incident ID (open or acknowledged); --user and --reason are\n"
+     "recorded with it. The service gets its remediation attempts back.\n"},
+    {CMD_OVERRIDE_LIST, "override", "list", "override list", "", "[--stale]", 0,
+     0, OPT_BIT(OPT_STALE), false, "List freezes and the pause",
+     "List the overrides: freezes of services, agents and sites, and the\n"
+     "pause of the reconciler.\n\n"
+     "Options:\n"
+     "  --stale             answer from the node's own store\n"},
+    {CMD_OVERRIDE_SET, "override", "set", "override set", "SCOPE [NAME]",
+     "[--agent ID] [--until TIME|--for DURATION]", 1, 2,
+     OPT_BIT(OPT_AGENT) | OPT_BIT(OPT_UNTIL) | OPT_BIT(OPT_FOR), true,
+     "Freeze a service, an agent or a site, or pause",
+     "Stop automatic actions on what SCOPE and NAME name: service NAME (on\n"
+     "every agent, or with --agent on one), agent NAME, site NAME; or, with\n"
+     "SCOPE pause and no NAME, pause the reconciler. Setting it again\n"
+     "replaces it.\n\n"
+     "Options:\n"
+     "  --agent ID          service only: on agent ID only\n"
+     "  --until TIME        until TIME: milliseconds since the epoch, or UTC\n"
+     "                      such as 2026-05-01T22:00:00Z (default: until\n"
+     "                      cleared)\n"
+     "  --for DURATION      for DURATION from now, such as 90m, 2h or 1d\n"},
+    {CMD_OVERRIDE_CLEAR, "override", "clear", "override clear", "SCOPE [NAME]",
+     "[--agent ID]", 1, 2, OPT_BIT(OPT_AGENT), true,
+     "Remove a freeze, or resume",
+     "Remove the override that SCOPE, NAME and --agent name (as given to\n"
+     "'override set').\n\n"
+     "Options:\n"
+     "  --agent ID          service only: the freeze on agent ID\n"},
+    {CMD_RECONCILER_PAUSE, "reconciler", "pause", "reconciler pause", "", "", 0,
+     0, 0, true, "Pause the reconciler",
+     "Pause the reconciler: it keeps reporting drift and recommendations\n"
+     "but issues nothing until resumed.\n"},
+    {CMD_RECONCILER_RESUME, "reconciler", "resume", "reconciler resume", "", "",
+     0, 0, 0, true, "Resume the reconciler",
+     "Resume the reconciler (nothing happens when it is not paused).\n"},
+    {CMD_WINDOW_LIST, "window", "list", "window list", "",
+     "[--limit N] [--after NAME] [--all] [--stale]", 0, 0,
+     OPT_BIT(OPT_LIMIT) | OPT_BIT(OPT_AFTER) | OPT_BIT(OPT_ALL) |
+         OPT_BIT(OPT_STALE),
+     false, "List maintenance windows",
+     "List the maintenance windows in name order, and whether each is open\n"
+     "now.\n\n"
+     "Options:\n"
+     "  --limit N           windows per page, 1-1000 (server default 100)\n"
+     "  --after NAME        start after window NAME\n"
+     "  --all               fetch every page, not just the first\n"
+     "  --stale             answer from the node's own store\n"},
+    {CMD_WINDOW_SHOW, "window", "show", "window show", "NAME", "[--stale]", 1,
+     1, OPT_BIT(OPT_STALE), false, "Show a maintenance window",
+     "Show maintenance window NAME.\n\n"
+     "Options:\n"
+     "  --stale             answer from the node's own store\n"},
+    {CMD_WINDOW_SET, "window", "set", "window set", "NAME",
+     "[--site SITE|--agent ID] --mode MODE (--from TIME --to TIME | --days "
+     "DAYS --start HH:MM --duration DURATION)",
+     1, 1,
+     OPT_BIT(OPT_SITE) | OPT_BIT(OPT_AGENT) | OPT_BIT(OPT_MODE) |
+         OPT_BIT(OPT_FROM) | OPT_BIT(OPT_TO) | OPT_BIT(OPT_DAYS) |
+         OPT_BIT(OPT_START) | OPT_BIT(OPT_DURATION),
+     true, "Create or replace a maintenance window",
+     "Create or replace maintenance window NAME, for every agent, the\n"
+     "agents of --site, or --agent. Once (--from, --to) or weekly in UTC\n"
+     "(--days, --start, --duration).\n\n"
+     "Options:\n"
+     "  --site SITE         the agents of SITE only\n"
+     "  --agent ID          agent ID only\n"
+     "  --mode MODE         auto_inside_only (automatic actions only while\n"
+     "                      a window of this kind is open) or never_inside\n"
+     "                      (none while it is open)\n"
+     "  --from TIME         once: the start, milliseconds since the epoch or\n"
+     "                      UTC such as 2026-05-01T22:00:00Z\n"
+     "  --to TIME           once: the end\n"
+     "  --days DAYS         weekly: days such as mon,wed or sat-sun\n"
+     "  --start HH:MM       weekly: the start, UTC\n"
+     "  --duration DURATION weekly: how long, such as 90m or 4h (at most\n"
+     "                      a week)\n"},
+    {CMD_WINDOW_DELETE, "window", "delete", "window delete", "NAME", "", 1, 1,
+     0, true, "Delete a maintenance window",
+     "Delete maintenance window NAME.\n"},
 };
 
 #define WRITE_HELP                                                             \
@@ -519,7 +722,7 @@ struct ctl_args {
     const char *group;             /* Help topic when @cmd is NULL. */
     const char *args[CTL_MAX_WORDS];
     size_t nargs;
-    unsigned seen; /* OPT_BIT()s given. */
+    uint64_t seen; /* OPT_BIT()s given. */
     /* Global options. */
     const char *endpoints;
     char *endpoint_copy; /* Owned; the list points into it. */
@@ -552,6 +755,20 @@ struct ctl_args {
     bool wait;
     long wait_ms; /* 0: the command's TTL plus CTL_WAIT_MARGIN_MS. */
     bool force;
+    /* The reconciler's commands. */
+    const char *service;
+    const char *kind;
+    const char *level;
+    const char *site;
+    bool linearizable;
+    uint64_t until_ms; /* --until; 0: not given. */
+    uint64_t for_ms;   /* --for; 0: not given. */
+    const char *mode;
+    uint64_t from_ms; /* --from, --to: once windows. */
+    uint64_t to_ms;
+    const char *days; /* --days, --start, --duration: weekly windows. */
+    const char *start;
+    uint64_t duration_minutes;
 };
 
 static void ctl_args_close(struct ctl_args *a)
@@ -744,6 +961,144 @@ static bool number_like(const char *s)
     return *s != '\0' && *end == '\0' && errno == 0;
 }
 
+static const char *const incident_states[] = {"open", "acknowledged",
+                                              "resolved", "unresolved"};
+
+#define TIME_RULE                                                              \
+    "expected milliseconds since the epoch, or a UTC time such as "            \
+    "2026-05-01T22:00:00Z"
+
+/* Days since 1970-01-01 of the civil date @y-@m-@d (proleptic Gregorian;
+ * H. Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    int64_t era;
+    unsigned yoe;
+    unsigned doy;
+    unsigned doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = (unsigned)(y - era * 400);
+    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* @s as milliseconds since the epoch: digits, or UTC
+ * "YYYY-MM-DDTHH:MM[:SS[.mmm]]Z" (a real date and time, from 1970 on). */
+static int time_parse(const char *s, uint64_t *out)
+{
+    int y;
+    int mo;
+    int d;
+    int h;
+    int mi;
+    int sec = 0;
+    int ms = 0;
+    int n = 0;
+    const char *p;
+    int64_t days;
+    struct tm tm;
+    time_t t;
+
+    if (s[0] >= '0' && s[0] <= '9' && strchr(s, '-') == NULL) {
+        return rems_parse_u64(s, out) == 0 && *out > 0 ? 0 : REMS_EINVAL;
+    }
+    if (strlen(s) < 17 || s[4] != '-' || s[7] != '-' || s[10] != 'T' ||
+        s[13] != ':' ||
+        sscanf(s, "%4d-%2d-%2dT%2d:%2d%n", &y, &mo, &d, &h, &mi, &n) != 5 ||
+        n != 16) {
+        return REMS_EINVAL;
+    }
+    p = s + n;
+    if (*p == ':') {
+        if (p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9') {
+            return REMS_EINVAL;
+        }
+        sec = (p[1] - '0') * 10 + (p[2] - '0');
+        p += 3;
+        if (*p == '.') {
+            int digits = 0;
+            for (p++; *p >= '0' && *p <= '9' && digits < 3; p++, digits++) {
+                ms = ms * 10 + (*p - '0');
+            }
+            if (digits == 0) {
+                return REMS_EINVAL;
+            }
+            for (; digits < 3; digits++) {
+                ms *= 10;
+            }
+        }
+    }
+    if (strcmp(p, "Z") != 0 || y < 1970 || mo < 1 || mo > 12 || d < 1 ||
+        d > 31 || h > 23 || mi > 59 || sec > 59) {
+        return REMS_EINVAL;
+    }
+    days = days_from_civil(y, (unsigned)mo, (unsigned)d);
+    /* A day that does not exist (April 31) comes back as another. */
+    t = (time_t)(days * 86400);
+    if (gmtime_r(&t, &tm) == NULL || tm.tm_mday != d || tm.tm_mon != mo - 1) {
+        return REMS_EINVAL;
+    }
+    *out = ((uint64_t)days * 86400u + (uint64_t)h * 3600u + (uint64_t)mi * 60u +
+            (uint64_t)sec) *
+               1000u +
+           (uint64_t)ms;
+    return 0;
+}
+
+/* @s as milliseconds: one or more NUMBER UNIT, UNIT ms, s, m, h, d or w
+ * ("90m", "1h30m"); more than 0, at most ten years. */
+static int duration_parse(const char *s, uint64_t *out)
+{
+    static const struct {
+        const char *unit;
+        uint64_t ms;
+    } units[] = {{"ms", 1},      {"s", 1000},     {"m", 60000},
+                 {"h", 3600000}, {"d", 86400000}, {"w", 604800000}};
+    uint64_t total = 0;
+    const char *p = s;
+
+    if (*p == '\0') {
+        return REMS_EINVAL;
+    }
+    while (*p != '\0') {
+        uint64_t n = 0;
+        size_t i;
+        if (*p < '0' || *p > '9') {
+            return REMS_EINVAL;
+        }
+        for (; *p >= '0' && *p <= '9'; p++) {
+            if (n > UINT64_C(1000000000000)) {
+                return REMS_EINVAL;
+            }
+            n = n * 10 + (uint64_t)(*p - '0');
+        }
+        for (i = 0; i < REMS_ARRAY_SIZE(units); i++) {
+            size_t len = strlen(units[i].unit);
+            /* "m" must not take the "m" of "ms". */
+            if (strncmp(p, units[i].unit, len) == 0 &&
+                !(len == 1 && p[0] == 'm' && p[1] == 's')) {
+                break;
+            }
+        }
+        if (i == REMS_ARRAY_SIZE(units)) {
+            return REMS_EINVAL;
+        }
+        total += n * units[i].ms;
+        if (total > UINT64_C(315360000000)) {
+            return REMS_EINVAL;
+        }
+        p += strlen(units[i].unit);
+    }
+    if (total == 0) {
+        return REMS_EINVAL;
+    }
+    *out = total;
+    return 0;
+}
+
 static int store_option(struct ctl_args *a,
                         enum ctl_opt opt,
                         const char *value,
@@ -852,23 +1207,77 @@ static int store_option(struct ctl_args *a,
             }
             a->agent = value;
             break;
-        case OPT_STATE: {
-            size_t i;
-            for (i = 0; i < REMS_ARRAY_SIZE(command_states); i++) {
-                if (strcmp(value, command_states[i]) == 0) {
-                    break;
-                }
-            }
-            if (i == REMS_ARRAY_SIZE(command_states)) {
-                rems_errmsgf(errmsg,
-                             "invalid state '%s' (expected pending, acked, "
-                             "nacked, expired or cancelled)",
+        case OPT_STATE: /* Checked by operands_check(): per command. */
+            a->state = value;
+            break;
+        case OPT_SERVICE:
+            a->service = value;
+            break;
+        case OPT_KIND:
+            a->kind = value;
+            break;
+        case OPT_LEVEL:
+            a->level = value;
+            break;
+        case OPT_SITE:
+            a->site = value;
+            break;
+        case OPT_DAYS:
+            a->days = value;
+            break;
+        case OPT_START:
+            a->start = value;
+            break;
+        case OPT_LINEARIZABLE:
+            a->linearizable = true;
+            break;
+        case OPT_UNTIL:
+        case OPT_FROM:
+        case OPT_TO: {
+            uint64_t ms;
+            if (time_parse(value, &ms) != 0) {
+                rems_errmsgf(errmsg, "invalid time '%s' (" TIME_RULE ")",
                              value);
                 return REMS_EINVAL;
             }
-            a->state = value;
+            *(opt == OPT_UNTIL  ? &a->until_ms
+              : opt == OPT_FROM ? &a->from_ms
+                                : &a->to_ms) = ms;
             break;
         }
+        case OPT_FOR:
+            if (duration_parse(value, &a->for_ms) != 0) {
+                rems_errmsgf(errmsg,
+                             "invalid duration '%s' (expected a duration such "
+                             "as 90m, 2h or 1d)",
+                             value);
+                return REMS_EINVAL;
+            }
+            break;
+        case OPT_DURATION: {
+            uint64_t ms;
+            if (duration_parse(value, &ms) != 0 || ms % 60000 != 0 ||
+                ms > UINT64_C(604800000)) {
+                rems_errmsgf(errmsg,
+                             "invalid duration '%s' (expected whole minutes, "
+                             "at most a week, such as 90m, 4h or 1d)",
+                             value);
+                return REMS_EINVAL;
+            }
+            a->duration_minutes = ms / 60000;
+            break;
+        }
+        case OPT_MODE:
+            if (strcmp(value, "auto_inside_only") != 0 &&
+                strcmp(value, "never_inside") != 0) {
+                rems_errmsgf(errmsg,
+                             "invalid mode '%s' (expected auto_inside_only or "
+                             "never_inside)",
+                             value);
+                return REMS_EINVAL;
+            }
+            a->mode = value;
+            break;
         case OPT_ARG:
             return kv_add(a, value, errmsg);
         case OPT_MANIFEST:
@@ -997,6 +1406,130 @@ static int command_resolve(struct ctl_args *a,
     return REMS_EINVAL;
 }
 
+/* True when @s is one of the @n @names. */
+static bool one_of(const char *s, const char *const *names, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The operands and options of the reconciler's commands. */
+static int reconcile_operands_check(const struct ctl_args *a, char *errmsg)
+{
+    static const char *const scopes[] = {"service", "agent", "site", "pause"};
+    enum ctl_cmd id = a->cmd->id;
+    uint64_t n;
+
+    if (a->state != NULL && id == CMD_COMMAND_LIST &&
+        !one_of(a->state, command_states, REMS_ARRAY_SIZE(command_states))) {
+        rems_errmsgf(errmsg,
+                     "invalid state '%s' (expected pending, acked, nacked, "
+                     "expired or cancelled)",
+                     a->state);
+        return REMS_EINVAL;
+    }
+    if (a->state != NULL && id == CMD_INCIDENT_LIST &&
+        !one_of(a->state, incident_states, REMS_ARRAY_SIZE(incident_states))) {
+        rems_errmsgf(errmsg,
+                     "invalid state '%s' (expected open, acknowledged, "
+                     "resolved or unresolved)",
+                     a->state);
+        return REMS_EINVAL;
+    }
+    if (id == CMD_INCIDENT_LIST && a->after != NULL &&
+        rems_parse_u64(a->after, &n) != 0) {
+        rems_errmsgf(errmsg, "invalid incident id '%s' (expected a number)",
+                     a->after);
+        return REMS_EINVAL;
+    }
+    if ((id == CMD_INCIDENT_SHOW || id == CMD_INCIDENT_ACK ||
+         id == CMD_INCIDENT_RESOLVE) &&
+        (rems_parse_u64(a->args[0], &n) != 0 || n == 0)) {
+        rems_errmsgf(errmsg,
+                     "invalid incident id '%s' (expected a positive integer)",
+                     a->args[0]);
+        return REMS_EINVAL;
+    }
+    if (id == CMD_OVERRIDE_SET || id == CMD_OVERRIDE_CLEAR) {
+        bool pause = strcmp(a->args[0], "pause") == 0;
+        if (!one_of(a->args[0], scopes, REMS_ARRAY_SIZE(scopes))) {
+            rems_errmsgf(errmsg,
+                         "invalid scope '%s' (expected service, agent, site "
+                         "or pause)",
+                         a->args[0]);
+            return REMS_EINVAL;
+        }
+        if (pause && a->nargs > 1) {
+            rems_errmsgf(errmsg, "scope pause takes no NAME");
+            return REMS_EINVAL;
+        }
+        if (!pause && a->nargs < 2) {
+            rems_errmsgf(errmsg, "scope %s needs a NAME", a->args[0]);
+            return REMS_EINVAL;
+        }
+        if (a->agent != NULL && strcmp(a->args[0], "service") != 0) {
+            rems_errmsgf(errmsg, "--agent is only for scope service");
+            return REMS_EINVAL;
+        }
+        if (pause && (a->until_ms != 0 || a->for_ms != 0)) {
+            rems_errmsgf(errmsg, "a pause lasts until resumed: no --until or "
+                                 "--for");
+            return REMS_EINVAL;
+        }
+        if (a->until_ms != 0 && a->for_ms != 0) {
+            rems_errmsgf(errmsg, "--until and --for exclude each other");
+            return REMS_EINVAL;
+        }
+    }
+    if ((id == CMD_WINDOW_SHOW || id == CMD_WINDOW_SET ||
+         id == CMD_WINDOW_DELETE) &&
+        !rems_id_valid(a->args[0])) {
+        rems_errmsgf(errmsg,
+                     "invalid window name '%s' (expected 1-64 characters of "
+                     "[A-Za-z0-9_.:-])",
+                     a->args[0]);
+        return REMS_EINVAL;
+    }
+    if (id == CMD_WINDOW_SET) {
+        bool once = a->from_ms != 0 || a->to_ms != 0;
+        bool weekly =
+            a->days != NULL || a->start != NULL || a->duration_minutes != 0;
+        if (a->mode == NULL) {
+            rems_errmsgf(errmsg, "window set needs --mode auto_inside_only or "
+                                 "never_inside");
+            return REMS_EINVAL;
+        }
+        if (a->site != NULL && a->agent != NULL) {
+            rems_errmsgf(errmsg, "--site and --agent exclude each other");
+            return REMS_EINVAL;
+        }
+        if (once == weekly) {
+            rems_errmsgf(errmsg,
+                         "a window is once (--from and --to) or weekly "
+                         "(--days, --start and --duration)%s",
+                         once ? ", not both" : "");
+            return REMS_EINVAL;
+        }
+        if (once && (a->from_ms == 0 || a->to_ms == 0)) {
+            rems_errmsgf(errmsg, "a window once needs --from and --to");
+            return REMS_EINVAL;
+        }
+        if (weekly &&
+            (a->days == NULL || a->start == NULL || a->duration_minutes == 0)) {
+            rems_errmsgf(errmsg, "a weekly window needs --days, --start and "
+                                 "--duration");
+            return REMS_EINVAL;
+        }
+    }
+    return 0;
+}
+
 /* Check the operands and option values that depend on the command. */
 static int operands_check(const struct ctl_args *a, char *errmsg)
 {
@@ -1023,7 +1556,8 @@ static int operands_check(const struct ctl_args *a, char *errmsg)
         }
     }
     if (a->cmd->group != NULL && strcmp(a->cmd->group, "policy") == 0 &&
-        a->nargs > 0 && a->args[0][0] == '\0') {
+        a->cmd->id != CMD_POLICY_VALIDATE && a->nargs > 0 &&
+        a->args[0][0] == '\0') {
         rems_errmsgf(errmsg, "the key may not be empty");
         return REMS_EINVAL;
     }
@@ -1085,7 +1619,7 @@ static int operands_check(const struct ctl_args *a, char *errmsg)
             return REMS_EINVAL;
         }
     }
-    return 0;
+    return reconcile_operands_check(a, errmsg);
 }
 
 static void parse_fail(bool *failed, char *errmsg, const char *fmt, ...)
@@ -1126,7 +1660,7 @@ static int ctl_parse(int argc,
     bool only_words = false;
     bool failed = false;
     bool help;
-    unsigned extra;
+    uint64_t extra;
     int resolved;
     int i;
 
@@ -1211,7 +1745,7 @@ static int ctl_parse(int argc,
     }
 
     extra = a->seen & ~(OPTS_GLOBAL | a->cmd->opts |
-                        (a->cmd->write ? OPT_BIT(OPT_REQUEST_ID) : 0u));
+                        (a->cmd->write ? OPT_BIT(OPT_REQUEST_ID) : 0));
     if (extra != 0) {
         for (i = 0; i < OPT_NR; i++) {
             if ((extra & OPT_BIT(i)) != 0) {
@@ -2739,6 +3273,659 @@ static int render_command(FILE *out, const json_t *answer)
     return rv;
 }
 
+/* The reconciler's views and records. */
+
+/* Append @v, a level name, without its "reconcile_" prefix. */
+static int level_append(struct buf *b, const json_t *v)
+{
+    const char *s = json_string_value(v);
+    if (s != NULL && strncmp(s, "reconcile_", 10) == 0) {
+        return buf_puts(b, s + 10);
+    }
+    return cell_append(b, v);
+}
+
+static int table_add_level(struct table *t, const json_t *v)
+{
+    struct buf b = {0};
+    int rv;
+
+    rv = level_append(&b, v);
+    if (rv == 0) {
+        rv = table_add(t, b.data);
+    }
+    buf_close(&b);
+    return rv;
+}
+
+/* The note of a view about stored policies left out. */
+static void invalid_print(FILE *out, const json_t *answer)
+{
+    const json_t *inv = json_object_get(answer, "invalid_policies");
+    const json_t *count = json_object_get(inv, "count");
+    struct buf b = {0};
+
+    if (!json_is_integer(count) || json_integer_value(count) == 0) {
+        return;
+    }
+    if (buf_printf(&b,
+                   "%" JSON_INTEGER_FORMAT
+                   " stored policy(ies) do not validate and are left out; "
+                   "first ",
+                   json_integer_value(count)) == 0 &&
+        cell_append(&b, json_object_get(inv, "first_key")) == 0 &&
+        buf_puts(&b, ": ") == 0 &&
+        cell_append(&b, json_object_get(inv, "first_error")) == 0) {
+        sanitize(b.data);
+        fprintf(out, "\nnote: %s\n", b.data);
+    }
+    buf_close(&b);
+}
+
+/* "computed at TIME from index N by the leader|by this node". */
+static int computed_append(struct buf *b, const json_t *answer)
+{
+    int rv = time_append(b, json_object_get(answer, "computed_at_ms"));
+    if (rv == 0) {
+        rv = buf_puts(b, " at index ");
+    }
+    if (rv == 0) {
+        rv = cell_append(b, json_object_get(answer, "index"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(b, json_is_true(json_object_get(answer, "by_leader"))
+                             ? ", the leader's pass"
+                             : ", a pass of the answering node");
+    }
+    return rv;
+}
+
+/* A table of summaries, @first naming the first column. */
+static int render_summaries(FILE *out, const char *first, const json_t *items)
+{
+    static const char *const states[] = {"nominal", "degraded", "reconciling",
+                                         "unstable"};
+    const char *headers[] = {first,         "STATE",    "NOMINAL", "DEGRADED",
+                             "RECONCILING", "UNSTABLE", "TOTAL"};
+    struct table t;
+    const json_t *item;
+    size_t i;
+    size_t k;
+    int rv;
+
+    if (json_array_size(items) == 0) {
+        return 0;
+    }
+    table_init(&t, REMS_ARRAY_SIZE(headers));
+    rv = table_headers(&t, headers);
+    json_array_foreach(items, i, item)
+    {
+        const json_t *counts = json_object_get(item, "counts");
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "name");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "state");
+        }
+        for (k = 0; k < REMS_ARRAY_SIZE(states) && rv == 0; k++) {
+            rv = table_add_field(&t, counts, states[k]);
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "total");
+        }
+    }
+    if (rv == 0) {
+        fputc('\n', out);
+        table_print(&t, out);
+    }
+    table_close(&t);
+    return rv;
+}
+
+static int render_summary(FILE *out, const json_t *answer)
+{
+    const json_t *cl = json_object_get(answer, "cluster");
+    struct buf b = {0};
+    int rv;
+
+    rv = cell_append(&b, json_object_get(cl, "state"));
+    if (rv == 0) {
+        rv = buf_puts(&b, " (");
+    }
+    if (rv == 0) {
+        rv = cell_append(&b, json_object_get(cl, "total"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(&b, " agents)");
+    }
+    if (rv == 0) {
+        line_print(out, "cluster:", &b);
+        fprintf(out, "%-15s%s\n", "reconciler:",
+                json_is_true(json_object_get(answer, "paused")) ? "paused"
+                                                                : "running");
+        b.len = 0;
+        rv = computed_append(&b, answer);
+    }
+    if (rv == 0) {
+        line_print(out, "computed:", &b);
+        rv = render_summaries(out, "SITE", json_object_get(answer, "sites"));
+    }
+    if (rv == 0) {
+        rv = render_summaries(out, "AGENT", json_object_get(answer, "agents"));
+    }
+    if (rv == 0) {
+        rv = render_summaries(out, "SERVICE",
+                              json_object_get(answer, "services"));
+    }
+    if (rv == 0) {
+        invalid_print(out, answer);
+    }
+    buf_close(&b);
+    return rv;
+}
+
+/* The drifts of @items: who, what, how urgent, what to do and why. */
+static int render_drift_table(FILE *out, const json_t *items, bool kind)
+{
+    static const char *const with_kind[] = {
+        "AGENT", "SERVICE", "KIND", "LEVEL", "ACTION", "POLICY", "REASON"};
+    static const char *const without_kind[] = {"AGENT",  "SERVICE", "LEVEL",
+                                               "ACTION", "POLICY",  "REASON"};
+    struct table t;
+    const json_t *item;
+    size_t i;
+    int rv;
+
+    table_init(&t, kind ? REMS_ARRAY_SIZE(with_kind)
+                        : REMS_ARRAY_SIZE(without_kind));
+    rv = table_headers(&t, kind ? with_kind : without_kind);
+    json_array_foreach(items, i, item)
+    {
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "agent");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "service");
+        }
+        if (rv == 0 && kind) {
+            rv = table_add_field(&t, item, "kind");
+        }
+        if (rv == 0) {
+            rv = table_add_level(&t, json_object_get(item, "level"));
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "action");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "policy");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "reason");
+        }
+    }
+    if (rv == 0) {
+        table_print(&t, out);
+    }
+    table_close(&t);
+    return rv;
+}
+
+static void computed_print(FILE *out, const json_t *answer)
+{
+    struct buf b = {0};
+    if (computed_append(&b, answer) == 0) {
+        sanitize(b.data);
+        fprintf(out, "\n(computed %s)\n", b.data);
+    }
+    buf_close(&b);
+}
+
+static int render_drift(FILE *out, const json_t *answer)
+{
+    const json_t *items = json_object_get(answer, "items");
+    int rv = 0;
+
+    if (json_array_size(items) == 0) {
+        fprintf(out, "no drift\n");
+    } else {
+        rv = render_drift_table(out, items, true);
+    }
+    if (rv == 0) {
+        computed_print(out, answer);
+        invalid_print(out, answer);
+    }
+    return rv;
+}
+
+/* A section of `recommendations`: @title, then a table of the @n @fields
+ * of each item of @items (levels shortened); nothing when it is empty. */
+static int render_section(FILE *out,
+                          const char *title,
+                          const json_t *items,
+                          const char *const *headers,
+                          const char *const *fields,
+                          size_t n)
+{
+    struct table t;
+    const json_t *item;
+    size_t i;
+    size_t k;
+    int rv;
+
+    if (json_array_size(items) == 0) {
+        return 0;
+    }
+    table_init(&t, n);
+    rv = table_headers(&t, headers);
+    json_array_foreach(items, i, item)
+    {
+        for (k = 0; k < n && rv == 0; k++) {
+            rv = table_add_field(&t, item, fields[k]);
+        }
+    }
+    if (rv == 0) {
+        fprintf(out, "\n%s\n", title);
+        table_print(&t, out);
+    }
+    table_close(&t);
+    return rv;
+}
+
+static int render_recommendations(FILE *out, const json_t *answer)
+{
+    static const char *const action_headers[] = {"AGENT", "SERVICE", "ACTION",
+                                                 "POLICY", "REASON"};
+    static const char *const action_fields[] = {"agent", "service", "action",
+                                                "policy", "reason"};
+    static const char *const hold_headers[] = {"AGENT", "SERVICE", "ACTION",
+                                               "GUARDRAIL", "DETAIL"};
+    static const char *const hold_fields[] = {"agent", "service", "action",
+                                              "guardrail", "detail"};
+    static const char *const conflict_headers[] = {"AGENT", "SERVICE", "POLICY",
+                                                   "SHADOWED"};
+    static const char *const conflict_fields[] = {"agent", "service", "policy",
+                                                  "shadowed"};
+    const json_t *items = json_object_get(answer, "items");
+    int rv = 0;
+
+    if (json_array_size(items) == 0) {
+        fprintf(out, "nothing to do\n");
+    } else {
+        rv = render_drift_table(out, items, false);
+    }
+    if (rv == 0) {
+        rv = render_section(out, "Issued by the leader (mode auto):",
+                            json_object_get(answer, "actions"), action_headers,
+                            action_fields, REMS_ARRAY_SIZE(action_fields));
+    }
+    if (rv == 0) {
+        rv = render_section(
+            out, "Held back by a guardrail:", json_object_get(answer, "holds"),
+            hold_headers, hold_fields, REMS_ARRAY_SIZE(hold_fields));
+    }
+    if (rv == 0) {
+        rv = render_section(out, "Placement conflicts (POLICY wins):",
+                            json_object_get(answer, "conflicts"),
+                            conflict_headers, conflict_fields,
+                            REMS_ARRAY_SIZE(conflict_fields));
+    }
+    if (rv == 0) {
+        computed_print(out, answer);
+        invalid_print(out, answer);
+    }
+    return rv;
+}
+
+static int render_incident_list(FILE *out, const json_t *items)
+{
+    static const char *const headers[] = {
+        "ID", "STATE", "AGENT", "SERVICE", "KIND", "ATTEMPTS", "OPENED"};
+    struct table t;
+    const json_t *item;
+    size_t i;
+    int rv;
+
+    table_init(&t, REMS_ARRAY_SIZE(headers));
+    rv = table_headers(&t, headers);
+    json_array_foreach(items, i, item)
+    {
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "id");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "state");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "agent");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "service");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "kind");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "attempts");
+        }
+        if (rv == 0) {
+            rv = table_add_time(
+                &t,
+                json_object_get(json_object_get(item, "opened"), "time_ms"));
+        }
+    }
+    if (rv == 0) {
+        table_print(&t, out);
+    }
+    table_close(&t);
+    return rv;
+}
+
+/* "index N, TIME, by WHO: WHY" of an incident's step, "-" when none. */
+static int step_append(struct buf *b, const json_t *step)
+{
+    const json_t *why = json_object_get(step, "reason");
+    int rv;
+
+    if (!json_is_object(step)) {
+        return buf_puts(b, "-");
+    }
+    rv = buf_puts(b, "index ");
+    if (rv == 0) {
+        rv = cell_append(b, json_object_get(step, "index"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(b, ", ");
+    }
+    if (rv == 0) {
+        rv = time_append(b, json_object_get(step, "time_ms"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(b, ", by ");
+    }
+    if (rv == 0) {
+        rv = cell_append(b, json_object_get(step, "by"));
+    }
+    if (rv == 0 && json_string_length(why) > 0) {
+        rv = buf_puts(b, ": ");
+        if (rv == 0) {
+            rv = cell_append(b, why);
+        }
+    }
+    return rv;
+}
+
+static int render_incident(FILE *out, const json_t *answer)
+{
+    static const char *const fields[][2] = {
+        {"id:", "id"},
+        {"state:", "state"},
+        {"agent:", "agent"},
+        {"service:", "service"},
+        {"kind:", "kind"},
+        {"policy:", "policy"},
+        {"attempts:", "attempts"},
+        {"detail:", "detail"},
+    };
+    static const char *const steps[][2] = {
+        {"opened:", "opened"},
+        {"acknowledged:", "acknowledged"},
+        {"resolved:", "resolved"},
+    };
+    struct buf b = {0};
+    size_t i;
+    int rv = 0;
+
+    for (i = 0; i < REMS_ARRAY_SIZE(fields) && rv == 0; i++) {
+        rv = field_print(out, fields[i][0],
+                         json_object_get(answer, fields[i][1]));
+    }
+    for (i = 0; i < REMS_ARRAY_SIZE(steps) && rv == 0; i++) {
+        b.len = 0;
+        rv = step_append(&b, json_object_get(answer, steps[i][1]));
+        if (rv == 0) {
+            line_print(out, steps[i][0], &b);
+        }
+    }
+    buf_close(&b);
+    return rv;
+}
+
+/* "until TIME" of an override, or "until cleared". */
+static int until_append(struct buf *b, const json_t *until)
+{
+    if (!json_is_integer(until)) {
+        return buf_puts(b, "until cleared");
+    }
+    return buf_puts(b, "until ") == 0 ? time_append(b, until) : REMS_ENOMEM;
+}
+
+static int render_override_list(FILE *out, const json_t *answer)
+{
+    static const char *const headers[] = {"SCOPE",  "NAME", "AGENT", "UNTIL",
+                                          "ACTIVE", "USER", "REASON"};
+    const json_t *items = json_object_get(answer, "items");
+    struct table t;
+    const json_t *item;
+    size_t i;
+    int rv;
+
+    table_init(&t, REMS_ARRAY_SIZE(headers));
+    rv = table_headers(&t, headers);
+    json_array_foreach(items, i, item)
+    {
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "scope");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "name");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "agent");
+        }
+        if (rv == 0) {
+            rv = table_add_time(&t, json_object_get(item, "until_ms"));
+        }
+        if (rv == 0) {
+            rv = table_add(&t, json_is_false(json_object_get(item, "active"))
+                                   ? "no (ended)"
+                                   : "yes");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "requested_by");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "reason");
+        }
+    }
+    if (rv == 0) {
+        table_print(&t, out);
+    }
+    table_close(&t);
+    return rv;
+}
+
+/* One line for an override set or cleared: "service web frozen on agent
+ * edge-1 until ...", "agent edge-2 unfrozen", "reconciler paused". */
+static int render_override_change(FILE *out, const json_t *answer)
+{
+    const json_t *scope = json_object_get(answer, "scope");
+    const json_t *agent = json_object_get(answer, "agent");
+    bool cleared = json_is_true(json_object_get(answer, "cleared"));
+    struct buf b = {0};
+    int rv;
+
+    if (json_is_boolean(json_object_get(answer, "paused"))) {
+        fprintf(out, "reconciler %s\n",
+                json_is_true(json_object_get(answer, "paused")) ? "paused"
+                                                                : "resumed");
+        return 0;
+    }
+    rv = cell_append(&b, scope);
+    if (rv == 0) {
+        rv = buf_puts(&b, " ");
+    }
+    if (rv == 0) {
+        rv = cell_append(&b, json_object_get(answer, "name"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(&b, cleared ? " unfrozen" : " frozen");
+    }
+    if (rv == 0 && json_is_string(agent)) {
+        rv = buf_puts(&b, " on agent ");
+        if (rv == 0) {
+            rv = cell_append(&b, agent);
+        }
+    }
+    if (rv == 0 && !cleared) {
+        rv = buf_puts(&b, " ");
+        if (rv == 0) {
+            rv = until_append(&b, json_object_get(answer, "until_ms"));
+        }
+    }
+    if (rv == 0) {
+        sanitize(b.data);
+        fprintf(out, "%s\n", b.data);
+    }
+    buf_close(&b);
+    return rv;
+}
+
+/* When a window is open: "weekly mon,sat 22:30 UTC for 240 min" or
+ * "TIME to TIME". */
+static int when_append(struct buf *b, const json_t *w)
+{
+    const json_t *wk = json_object_get(w, "weekly");
+    const json_t *day;
+    size_t i;
+    int rv;
+
+    if (!json_is_object(wk)) {
+        rv = time_append(b, json_object_get(w, "start_ms"));
+        if (rv == 0) {
+            rv = buf_puts(b, " to ");
+        }
+        return rv == 0 ? time_append(b, json_object_get(w, "end_ms")) : rv;
+    }
+    rv = buf_puts(b, "weekly ");
+    json_array_foreach(json_object_get(wk, "days"), i, day)
+    {
+        if (rv == 0 && i > 0) {
+            rv = buf_puts(b, ",");
+        }
+        if (rv == 0) {
+            rv = cell_append(b, day);
+        }
+    }
+    if (rv == 0) {
+        rv = buf_puts(b, " ");
+    }
+    if (rv == 0) {
+        rv = cell_append(b, json_object_get(wk, "start"));
+    }
+    if (rv == 0) {
+        rv = buf_puts(b, " UTC for ");
+    }
+    if (rv == 0) {
+        rv = cell_append(b, json_object_get(wk, "duration_minutes"));
+    }
+    return rv == 0 ? buf_puts(b, " min") : rv;
+}
+
+static int render_window_list(FILE *out, const json_t *items)
+{
+    static const char *const headers[] = {"NAME", "SCOPE", "TARGET",
+                                          "MODE", "WHEN",  "OPEN"};
+    struct table t;
+    struct buf b = {0};
+    const json_t *item;
+    size_t i;
+    int rv;
+
+    table_init(&t, REMS_ARRAY_SIZE(headers));
+    rv = table_headers(&t, headers);
+    json_array_foreach(items, i, item)
+    {
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "name");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "scope");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "target");
+        }
+        if (rv == 0) {
+            rv = table_add_field(&t, item, "mode");
+        }
+        if (rv == 0) {
+            b.len = 0;
+            rv = when_append(&b, item);
+        }
+        if (rv == 0) {
+            rv = table_add(&t, b.data);
+        }
+        if (rv == 0) {
+            rv = table_add(
+                &t, json_is_true(json_object_get(item, "open")) ? "yes" : "no");
+        }
+    }
+    if (rv == 0) {
+        table_print(&t, out);
+    }
+    buf_close(&b);
+    table_close(&t);
+    return rv;
+}
+
+static int render_window(FILE *out, const json_t *answer)
+{
+    static const char *const fields[][2] = {
+        {"name:", "name"},
+        {"scope:", "scope"},
+        {"target:", "target"},
+        {"mode:", "mode"},
+    };
+    struct buf b = {0};
+    size_t i;
+    int rv = 0;
+
+    for (i = 0; i < REMS_ARRAY_SIZE(fields) && rv == 0; i++) {
+        rv = field_print(out, fields[i][0],
+                         json_object_get(answer, fields[i][1]));
+    }
+    if (rv == 0) {
+        rv = when_append(&b, answer);
+    }
+    if (rv == 0) {
+        line_print(out, "when:", &b);
+        fprintf(out, "%-15s%s\n", "open now:",
+                json_is_true(json_object_get(answer, "open")) ? "yes" : "no");
+        rv = field_print(out,
+                         "set at index:", json_object_get(answer, "set_index"));
+    }
+    if (rv == 0) {
+        rv = field_print(
+            out, "requested by:", json_object_get(answer, "requested_by"));
+    }
+    if (rv == 0) {
+        rv = field_print(out, "reason:", json_object_get(answer, "reason"));
+    }
+    buf_close(&b);
+    return rv;
+}
+
+static int render_window_delete(FILE *out, const json_t *answer)
+{
+    struct buf b = {0};
+    int rv = cell_append(&b, json_object_get(answer, "name"));
+    if (rv == 0) {
+        sanitize(b.data);
+        fprintf(out, "deleted window %s\n", b.data);
+    }
+    buf_close(&b);
+    return rv;
+}
+
 /* One line for a membership change. Only `member transfer` reads the answer
  * (for the new leader); the others say what was asked, which the 2xx
  * status confirmed. */
@@ -3382,24 +4569,98 @@ read_input(struct ctl *c, const char *file, const char *what, struct buf *text)
     return 0;
 }
 
+/* True when @file's name ends in @ext. */
+static bool has_ext(const char *file, const char *ext)
+{
+    size_t n = strlen(file);
+    size_t e = strlen(ext);
+    return n > e && strcmp(file + n - e, ext) == 0;
+}
+
+/* A policy document of @file (@text, @len bytes) as JSON text for
+ * policy_parse_json() and the server: JSON as written, YAML converted as
+ * the server converts it (agent_yaml_to_json(), which keeps command, env
+ * and depends_on strings). YAML by the extension .yaml or .yml, JSON by
+ * .json, else JSON when the text parses as JSON. On success *@json points
+ * to @text or into @yaml. Returns 0, REMS_EINVAL (not an object),
+ * REMS_EMALFORMED (@errmsg says where) or REMS_ENOMEM. */
+static int policy_text(const char *file,
+                       const char *text,
+                       size_t len,
+                       struct rems_buf *yaml,
+                       const char **json,
+                       size_t *json_len,
+                       char *errmsg)
+{
+    bool by_name = file != NULL && strcmp(file, "-") != 0;
+    bool is_yaml = by_name && (has_ext(file, ".yaml") || has_ext(file, ".yml"));
+    json_error_t jerr;
+    json_t *v = NULL;
+    size_t i;
+    int rv;
+
+    if (!is_yaml) {
+        v = json_loadb(text, len,
+                       JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+        if (v == NULL && (looks_like_json(text, len) ||
+                          (by_name && has_ext(file, ".json")))) {
+            rems_errmsgf(errmsg, "invalid JSON at line %d, column %d: %s",
+                         jerr.line, jerr.column, jerr.text);
+            return REMS_EMALFORMED;
+        }
+    }
+    if (v != NULL) {
+        rv = json_is_object(v) ? 0 : REMS_EINVAL;
+        json_decref(v);
+        *json = text;
+        *json_len = len;
+    } else {
+        rv = agent_yaml_to_json(text, len, yaml, errmsg);
+        if (rv == REMS_ENOMEM || (rv == 0 && yaml->failed)) {
+            return REMS_ENOMEM;
+        }
+        if (rv != 0) {
+            return REMS_EMALFORMED; /* @errmsg: "line 2: invalid YAML: ..." */
+        }
+        for (i = 0; i < yaml->len && yaml->data[i] == ' '; i++) {
+        }
+        rv = yaml->len > i && yaml->data[i] == '{' ? 0 : REMS_EINVAL;
+        *json = yaml->data;
+        *json_len = yaml->len;
+    }
+    if (rv == REMS_EINVAL) {
+        rems_errmsgf(errmsg, "the value must be a JSON object or YAML mapping");
+    }
+    return rv;
+}
+
 static int run_policy_put(struct ctl *c)
 {
     const struct ctl_args *a = c->args;
+    const char *file = a->nargs > 1 ? a->args[1] : a->file;
     char errmsg[REMS_ERRMSG_SIZE];
     struct call call = {.method = "PUT"};
     struct buf text = {0};
-    struct buf compact = {0};
+    struct rems_buf yaml;
     struct buf path = {0};
-    json_t *value = NULL;
     json_t *answer = NULL;
-    bool verbatim = false;
+    const char *body;
+    size_t body_len;
     int rv;
 
-    rv = read_input(c, a->file, "the value", &text);
+    rems_buf_init(&yaml);
+    if (a->nargs > 1 && a->file != NULL) {
+        fprintf(c->env->err,
+                "remsctl: policy put: give FILE or -f FILE, not both\n");
+        rv = CTL_EXIT_USAGE;
+        goto out;
+    }
+    rv = read_input(c, file, "the value", &text);
     if (rv != 0) {
         goto out;
     }
-    rv = value_parse(text.data, text.len, &value, &verbatim, errmsg);
+    rv =
+        policy_text(file, text.data, text.len, &yaml, &body, &body_len, errmsg);
     if (rv == REMS_ENOMEM) {
         rv = oom_exit(c);
         goto out;
@@ -3411,20 +4672,19 @@ static int run_policy_put(struct ctl *c)
     }
     if (rv != 0) {
         fprintf(c->env->err, "remsctl: policy put: %s: %s\n",
-                a->file != NULL && strcmp(a->file, "-") != 0 ? a->file
-                                                             : "standard input",
+                file != NULL && strcmp(file, "-") != 0 ? file
+                                                       : "standard input",
                 errmsg);
         rv = CTL_EXIT_USAGE;
         goto out;
     }
-    if (policy_path(&path, a->args[0], false) != 0 ||
-        (!verbatim && buf_json(&compact, value, JSON_COMPACT) != 0)) {
+    if (policy_path(&path, a->args[0], false) != 0) {
         rv = oom_exit(c);
         goto out;
     }
     call.path = path.data;
-    call.body = verbatim ? text.data : compact.data;
-    call.body_len = verbatim ? text.len : compact.len;
+    call.body = body;
+    call.body_len = body_len;
     rv = ctl_fetch(c, &call, &answer);
     if (rv == 0) {
         rv = output(c, answer, render_policy_put);
@@ -3432,9 +4692,51 @@ static int run_policy_put(struct ctl *c)
 
 out:
     json_decref(answer);
-    json_decref(value);
+    rems_buf_close(&yaml);
     buf_close(&path);
-    buf_close(&compact);
+    buf_close(&text);
+    return rv;
+}
+
+/* `policy validate FILE`: offline, with the server's validator. */
+static int run_policy_validate(const struct ctl_args *a,
+                               const struct ctl_env *env)
+{
+    struct ctl c = {.args = a, .env = env};
+    const char *file = a->args[0];
+    const char *source = strcmp(file, "-") != 0 ? file : "standard input";
+    char errmsg[REMS_ERRMSG_SIZE];
+    struct buf text = {0};
+    struct rems_buf yaml;
+    struct policy *p = NULL;
+    const char *json;
+    size_t json_len;
+    int rv;
+
+    rems_buf_init(&yaml);
+    rv = read_input(&c, file, "the policy", &text);
+    if (rv != 0) {
+        goto out;
+    }
+    rv =
+        policy_text(file, text.data, text.len, &yaml, &json, &json_len, errmsg);
+    if (rv == 0) {
+        rv = policy_parse_json(json, json_len, &p, errmsg);
+    }
+    if (rv == REMS_ENOMEM) {
+        rv = oom_exit(&c);
+        goto out;
+    }
+    if (rv != 0) {
+        fprintf(env->err, "remsctl: policy validate: %s: %s\n", source, errmsg);
+        rv = CTL_EXIT_FAILED;
+        goto out;
+    }
+    policy_free(p);
+    fprintf(env->out, "valid\n");
+
+out:
+    rems_buf_close(&yaml);
     buf_close(&text);
     return rv;
 }
@@ -3480,6 +4782,7 @@ static int run_list(struct ctl *c, const struct list_spec *spec)
     json_t *page = NULL;
     const json_t *next = NULL;
     char *after = NULL;
+    char *next_text = NULL;
     int rv = 0;
 
     if (items == NULL) {
@@ -3518,24 +4821,42 @@ static int run_list(struct ctl *c, const struct list_spec *spec)
             goto out;
         }
         next = json_object_get(page, "next_after");
-        if (!a->all || !json_is_string(next)) {
+        rems_free(next_text);
+        next_text = NULL;
+        /* Ids of incidents are numbers, keys and ids strings. */
+        if (json_is_integer(next) && json_integer_value(next) >= 0) {
+            struct buf num = {0};
+            if (buf_printf(&num, "%" JSON_INTEGER_FORMAT,
+                           json_integer_value(next)) != 0) {
+                rv = oom_exit(c);
+                goto out;
+            }
+            next_text = num.data;
+        } else if (json_is_string(next)) {
+            next_text = rems_strdup(json_string_value(next));
+            if (next_text == NULL) {
+                rv = oom_exit(c);
+                goto out;
+            }
+        }
+        if (!a->all || next_text == NULL) {
             break;
         }
         /* Keys come in order: a page that does not move on would loop. */
-        if (after != NULL && strcmp(json_string_value(next), after) <= 0) {
+        if (after != NULL &&
+            (json_is_integer(next)
+                 ? strtoull(next_text, NULL, 10) <= strtoull(after, NULL, 10)
+                 : strcmp(next_text, after) <= 0)) {
             fprintf(c->env->err,
                     "remsctl: the server's next_after '%s' does "
                     "not follow '%s'\n",
-                    json_string_value(next), after);
+                    next_text, after);
             rv = CTL_EXIT_FAILED;
             goto out;
         }
         rems_free(after);
-        after = rems_strdup(json_string_value(next));
-        if (after == NULL) {
-            rv = oom_exit(c);
-            goto out;
-        }
+        after = next_text;
+        next_text = NULL;
     }
     if (a->json) {
         if (a->all && json_object_set(page, "items", items) != 0) {
@@ -3549,13 +4870,14 @@ static int run_list(struct ctl *c, const struct list_spec *spec)
         rv = oom_exit(c);
         goto out;
     }
-    if (json_is_string(next)) {
+    if (next_text != NULL) {
         fprintf(c->env->err,
                 "remsctl: more %s follow: use --after %s, or --all\n",
-                spec->what, json_string_value(next));
+                spec->what, next_text);
     }
 
 out:
+    rems_free(next_text);
     rems_free(after);
     json_decref(page);
     json_decref(items);
@@ -3918,11 +5240,239 @@ out:
     return rv;
 }
 
+/* ------------------------------------------------------------------------
+ * The reconciler's commands
+ * ------------------------------------------------------------------------ */
+
+/* GET a view (summary, drift, recommendations) with the command line's
+ * filters. */
+static int run_view(struct ctl *c,
+                    const char *base,
+                    int (*render)(FILE *out, const json_t *answer))
+{
+    const struct ctl_args *a = c->args;
+    struct buf path = {0};
+    int rv;
+
+    if (buf_puts(&path, base) != 0 ||
+        query_add(&path, "agent", a->agent) != 0 ||
+        query_add(&path, "site", a->site) != 0 ||
+        query_add(&path, "service", a->service) != 0 ||
+        query_add(&path, "kind", a->kind) != 0 ||
+        query_add(&path, "level", a->level) != 0 ||
+        query_add(&path, "consistency",
+                  a->linearizable ? "linearizable" : NULL) != 0) {
+        rv = oom_exit(c);
+    } else {
+        rv = run_get(c, path.data, render);
+    }
+    buf_close(&path);
+    return rv;
+}
+
+static int incident_filters(const struct ctl_args *a, struct buf *path)
+{
+    int rv = query_add(path, "state", a->state);
+    if (rv == 0) {
+        rv = query_add(path, "agent", a->agent);
+    }
+    return rv;
+}
+
+static int no_filters(const struct ctl_args *a, struct buf *path)
+{
+    (void)a;
+    (void)path;
+    return 0;
+}
+
+/* POST, PUT or DELETE @path with @body (may be NULL), shown by @render. */
+static int run_change(struct ctl *c,
+                      const char *method,
+                      const char *path,
+                      const json_t *body,
+                      int (*render)(FILE *out, const json_t *answer))
+{
+    json_t *answer = NULL;
+    int rv;
+
+    rv = run_write(c, method, path, body, &answer);
+    if (rv == 0) {
+        rv = output(c, answer, render);
+    }
+    json_decref(answer);
+    return rv;
+}
+
+static int run_incident_update(struct ctl *c)
+{
+    struct buf path = {0};
+    int rv;
+
+    if (buf_printf(&path, "/v1/incidents/%s/%s", c->args->args[0],
+                   c->args->cmd->id == CMD_INCIDENT_ACK ? "acknowledge"
+                                                        : "resolve") != 0) {
+        return oom_exit(c);
+    }
+    rv = run_change(c, "POST", path.data, NULL, render_incident);
+    buf_close(&path);
+    return rv;
+}
+
+static int run_override_set(struct ctl *c)
+{
+    const struct ctl_args *a = c->args;
+    json_t *body = json_object();
+    int rv = 0;
+
+    if (body == NULL || !set_text(body, "scope", a->args[0])) {
+        rv = oom_exit(c);
+        goto out;
+    }
+    if ((a->nargs > 1 && !set_text(body, "name", a->args[1])) ||
+        (a->agent != NULL && !set_text(body, "agent", a->agent))) {
+        fprintf(c->env->err,
+                "remsctl: override set: the name is not valid UTF-8\n");
+        rv = CTL_EXIT_USAGE;
+        goto out;
+    }
+    if ((a->until_ms != 0 &&
+         json_object_set_new(body, "until_ms",
+                             json_integer((json_int_t)a->until_ms)) != 0) ||
+        (a->for_ms != 0 &&
+         json_object_set_new(body, "duration_ms",
+                             json_integer((json_int_t)a->for_ms)) != 0)) {
+        rv = oom_exit(c);
+        goto out;
+    }
+    rv = run_change(c, "POST", "/v1/overrides", body, render_override_change);
+
+out:
+    json_decref(body);
+    return rv;
+}
+
+static int run_override_clear(struct ctl *c)
+{
+    const struct ctl_args *a = c->args;
+    struct buf path = {0};
+    int rv;
+
+    if (buf_puts(&path, "/v1/overrides") != 0 ||
+        query_add(&path, "scope", a->args[0]) != 0 ||
+        query_add(&path, "name", a->nargs > 1 ? a->args[1] : NULL) != 0 ||
+        query_add(&path, "agent", a->agent) != 0) {
+        rv = oom_exit(c);
+    } else {
+        rv = run_change(c, "DELETE", path.data, NULL, render_override_change);
+    }
+    buf_close(&path);
+    return rv;
+}
+
+/* --days "mon,wed" or "sat-sun" as a JSON array of its parts. */
+static json_t *days_json(const char *days)
+{
+    json_t *a = json_array();
+    const char *p = days;
+
+    while (a != NULL) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+        json_t *v = json_stringn(p, len);
+        if (v == NULL || json_array_append_new(a, v) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+        if (comma == NULL) {
+            break;
+        }
+        p = comma + 1;
+    }
+    return a;
+}
+
+static int run_window_set(struct ctl *c)
+{
+    const struct ctl_args *a = c->args;
+    const char *scope = a->site != NULL    ? "site"
+                        : a->agent != NULL ? "agent"
+                                           : "global";
+    struct buf path = {0};
+    json_t *body = json_object();
+    json_t *weekly = NULL;
+    int rv = 0;
+
+    if (body == NULL ||
+        buf_printf(&path, "/v1/maintenance-windows/%s", a->args[0]) != 0 ||
+        !set_text(body, "scope", scope) || !set_text(body, "mode", a->mode)) {
+        rv = oom_exit(c);
+        goto out;
+    }
+    if ((a->site != NULL && !set_text(body, "target", a->site)) ||
+        (a->agent != NULL && !set_text(body, "target", a->agent))) {
+        fprintf(c->env->err,
+                "remsctl: window set: the site is not valid UTF-8\n");
+        rv = CTL_EXIT_USAGE;
+        goto out;
+    }
+    if (a->from_ms != 0) {
+        if (json_object_set_new(body, "start_ms",
+                                json_integer((json_int_t)a->from_ms)) != 0 ||
+            json_object_set_new(body, "end_ms",
+                                json_integer((json_int_t)a->to_ms)) != 0) {
+            rv = oom_exit(c);
+            goto out;
+        }
+    } else {
+        weekly = json_object();
+        if (weekly == NULL ||
+            json_object_set_new(weekly, "days", days_json(a->days)) != 0 ||
+            json_object_set_new(
+                weekly, "duration_minutes",
+                json_integer((json_int_t)a->duration_minutes)) != 0 ||
+            json_object_set(body, "weekly", weekly) != 0) {
+            rv = oom_exit(c);
+            goto out;
+        }
+        if (!set_text(weekly, "start", a->start)) {
+            fprintf(c->env->err,
+                    "remsctl: window set: --start is not valid UTF-8\n");
+            rv = CTL_EXIT_USAGE;
+            goto out;
+        }
+    }
+    rv = run_change(c, "PUT", path.data, body, render_window);
+
+out:
+    json_decref(weekly);
+    json_decref(body);
+    buf_close(&path);
+    return rv;
+}
+
+static int run_window_delete(struct ctl *c)
+{
+    struct buf path = {0};
+    int rv;
+
+    if (buf_printf(&path, "/v1/maintenance-windows/%s", c->args->args[0]) !=
+        0) {
+        return oom_exit(c);
+    }
+    rv = run_change(c, "DELETE", path.data, NULL, render_window_delete);
+    buf_close(&path);
+    return rv;
+}
+
 static int ctl_run(const struct ctl_args *a, const struct ctl_env *env)
 {
     struct ctl c;
     int rv;
 
+    if (a->cmd->id == CMD_POLICY_VALIDATE) {
+        return run_policy_validate(a, env);
+    }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(env->err, "remsctl: cannot initialise libcurl\n");
         return CTL_EXIT_FAILED;
@@ -3980,6 +5530,65 @@ static int ctl_run(const struct ctl_args *a, const struct ctl_env *env)
             break;
         case CMD_COMMAND_CANCEL:
             rv = run_command_cancel(&c);
+            break;
+        case CMD_SUMMARY:
+            rv = run_view(&c, "/v1/summary", render_summary);
+            break;
+        case CMD_DRIFT:
+            rv = run_view(&c, "/v1/drift", render_drift);
+            break;
+        case CMD_RECOMMENDATIONS:
+            rv = run_view(&c, "/v1/recommendations", render_recommendations);
+            break;
+        case CMD_INCIDENT_LIST: {
+            static const struct list_spec spec = {"/v1/incidents", "incidents",
+                                                  incident_filters,
+                                                  render_incident_list};
+            rv = run_list(&c, &spec);
+            break;
+        }
+        case CMD_INCIDENT_SHOW:
+            rv = run_show(&c, "/v1/incidents", render_incident);
+            break;
+        case CMD_INCIDENT_ACK:
+        case CMD_INCIDENT_RESOLVE:
+            rv = run_incident_update(&c);
+            break;
+        case CMD_OVERRIDE_LIST:
+            rv = run_get(&c,
+                         a->stale ? "/v1/overrides?consistency=stale"
+                                  : "/v1/overrides",
+                         render_override_list);
+            break;
+        case CMD_OVERRIDE_SET:
+            rv = run_override_set(&c);
+            break;
+        case CMD_OVERRIDE_CLEAR:
+            rv = run_override_clear(&c);
+            break;
+        case CMD_RECONCILER_PAUSE:
+        case CMD_RECONCILER_RESUME:
+            rv = run_change(&c, "POST",
+                            a->cmd->id == CMD_RECONCILER_PAUSE
+                                ? "/v1/reconciler/pause"
+                                : "/v1/reconciler/resume",
+                            NULL, render_override_change);
+            break;
+        case CMD_WINDOW_LIST: {
+            static const struct list_spec spec = {"/v1/maintenance-windows",
+                                                  "windows", no_filters,
+                                                  render_window_list};
+            rv = run_list(&c, &spec);
+            break;
+        }
+        case CMD_WINDOW_SHOW:
+            rv = run_show(&c, "/v1/maintenance-windows", render_window);
+            break;
+        case CMD_WINDOW_SET:
+            rv = run_window_set(&c);
+            break;
+        case CMD_WINDOW_DELETE:
+            rv = run_window_delete(&c);
             break;
         default:
             REMS_ASSERT(false);

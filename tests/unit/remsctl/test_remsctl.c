@@ -1687,7 +1687,7 @@ static void main_help_and_version(void **state)
 
     assert_int_equal(RUN(f, NULL, NULL, "help", "policy", "put"), 0);
     assert_non_null(strstr(f->out, "usage: remsctl [OPTIONS] policy put KEY "
-                                   "[-f FILE|-] [--if-match REV] "
+                                   "[FILE] [-f FILE|-] [--if-match REV] "
                                    "[--request-id ID]\n"));
 
     assert_int_equal(RUN(f, NULL, NULL, "member", "--help"), 0);
@@ -1843,9 +1843,9 @@ static void main_policy_put_bad_input(void **state)
     assert_int_equal(RUN(f, "127.0.0.1:1", "a: [\n", "policy", "put", "k"),
                      CTL_EXIT_USAGE);
     assert_string_equal(f->err,
-                        "remsctl: policy put: standard input: invalid YAML at "
-                        "line 2, column 1: did not find expected node content "
-                        "(while parsing a flow node)\n");
+                        "remsctl: policy put: standard input: line 2: invalid "
+                        "YAML: did not find expected node content (while "
+                        "parsing a flow node on line 2)\n");
 
     assert_int_equal(RUN(f, "127.0.0.1:1", NULL, "policy", "put", "k", "-f",
                          "/nonexistent/value.yaml"),
@@ -2320,6 +2320,430 @@ static void main_command_list_show_cancel(void **state)
                                 "already ended: acked (field: id)\n");
 }
 
+/* ------------------------------------------------------------------------
+ * The reconciler's commands
+ * ------------------------------------------------------------------------ */
+
+static void parse_reconciler_commands(void **state)
+{
+    struct fixture *f = *state;
+    struct ctl_args a;
+
+    assert_int_equal(PARSE(f, &a, "summary", "--agent", "edge-1", "--site",
+                           "north", "--linearizable"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_SUMMARY);
+    assert_string_equal(a.agent, "edge-1");
+    assert_string_equal(a.site, "north");
+    assert_true(a.linearizable);
+    assert_false(a.cmd->write);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "drift", "--service", "web", "--kind",
+                           "missing_service", "--level", "required"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_DRIFT);
+    assert_string_equal(a.service, "web");
+    assert_string_equal(a.kind, "missing_service");
+    assert_string_equal(a.level, "required");
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "recommendations", "--level", "blocked"), 0);
+    assert_int_equal(a.cmd->id, CMD_RECOMMENDATIONS);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "incident", "list", "--state", "unresolved",
+                           "--after", "12", "--all", "--stale"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_INCIDENT_LIST);
+    assert_string_equal(a.state, "unresolved");
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "incident", "ack", "42", "--reason", "mine",
+                           "--request-id", "r-1"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_INCIDENT_ACK);
+    assert_true(a.cmd->write);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "incident", "resolve", "42"), 0);
+    assert_int_equal(a.cmd->id, CMD_INCIDENT_RESOLVE);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "override", "set", "service", "web",
+                           "--agent", "edge-1", "--for", "1h30m"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_OVERRIDE_SET);
+    assert_int_equal(a.for_ms, 5400000);
+    assert_int_equal(a.until_ms, 0);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "override", "set", "agent", "edge-2",
+                           "--until", "2026-05-01T22:00:00Z"),
+                     0);
+    assert_int_equal(a.until_ms, 1777672800000ULL);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "override", "set", "site", "north", "--until",
+                           "2026-05-01T22:00:30.5Z"),
+                     0);
+    assert_int_equal(a.until_ms, 1777672830500ULL);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "override", "set", "pause"), 0);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "override", "clear", "site", "north"), 0);
+    assert_int_equal(a.cmd->id, CMD_OVERRIDE_CLEAR);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "reconciler", "pause"), 0);
+    assert_int_equal(a.cmd->id, CMD_RECONCILER_PAUSE);
+    assert_true(a.cmd->write);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "reconciler", "resume"), 0);
+    assert_int_equal(a.cmd->id, CMD_RECONCILER_RESUME);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "window", "set", "night", "--site", "north",
+                           "--mode", "never_inside", "--days", "sat-sun,mon",
+                           "--start", "22:00", "--duration", "4h"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_WINDOW_SET);
+    assert_int_equal(a.duration_minutes, 240);
+    assert_string_equal(a.days, "sat-sun,mon");
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "window", "set", "once", "--agent", "e1",
+                           "--mode", "auto_inside_only", "--from", "1000",
+                           "--to", "1970-01-01T00:00:02Z"),
+                     0);
+    assert_int_equal(a.from_ms, 1000);
+    assert_int_equal(a.to_ms, 2000);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "window", "list", "--all"), 0);
+    assert_int_equal(a.cmd->id, CMD_WINDOW_LIST);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "window", "delete", "night"), 0);
+    assert_int_equal(a.cmd->id, CMD_WINDOW_DELETE);
+    ctl_args_close(&a);
+
+    assert_int_equal(PARSE(f, &a, "policy", "validate", "p.yaml"), 0);
+    assert_int_equal(a.cmd->id, CMD_POLICY_VALIDATE);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "policy", "put", "k", "p.yaml"), 0);
+    assert_int_equal(a.nargs, 2);
+    ctl_args_close(&a);
+}
+
+static void parse_reconciler_usage_errors(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *argv[16];
+        const char *message;
+    } cases[] = {
+        {{"incident", "list", "--state", "closed"},
+         "invalid state 'closed' (expected open, acknowledged, resolved or "
+         "unresolved)"},
+        {{"command", "list", "--state", "open"},
+         "invalid state 'open' (expected pending, acked, nacked, expired or "
+         "cancelled)"},
+        {{"incident", "list", "--after", "x"},
+         "invalid incident id 'x' (expected a number)"},
+        {{"incident", "show", "0"},
+         "invalid incident id '0' (expected a positive integer)"},
+        {{"incident", "ack"}, "missing arguments (expected ID)"},
+        {{"incident", "resolve", "4", "--stale"},
+         "option '--stale' is not valid for 'incident resolve'"},
+        {{"override", "set", "planet", "x"},
+         "invalid scope 'planet' (expected service, agent, site or pause)"},
+        {{"override", "set", "service"}, "scope service needs a NAME"},
+        {{"override", "set", "pause", "x"}, "scope pause takes no NAME"},
+        {{"override", "set", "agent", "e1", "--agent", "e2"},
+         "--agent is only for scope service"},
+        {{"override", "set", "pause", "--for", "1h"},
+         "a pause lasts until resumed: no --until or --for"},
+        {{"override", "set", "agent", "e1", "--for", "1h", "--until",
+          "2030-01-01T00:00:00Z"},
+         "--until and --for exclude each other"},
+        {{"override", "set", "agent", "e1", "--for", "soon"},
+         "invalid duration 'soon' (expected a duration such as 90m, 2h or "
+         "1d)"},
+        {{"override", "set", "agent", "e1", "--until", "2026-02-30T00:00Z"},
+         "invalid time '2026-02-30T00:00Z' (expected milliseconds since the "
+         "epoch, or a UTC time such as 2026-05-01T22:00:00Z)"},
+        {{"override", "set", "agent", "e1", "--until", "2026-02-03 00:00"},
+         "invalid time '2026-02-03 00:00' (expected milliseconds since the "
+         "epoch, or a UTC time such as 2026-05-01T22:00:00Z)"},
+        {{"override", "clear", "agent", "e1", "--for", "1h"},
+         "option '--for' is not valid for 'override clear'"},
+        {{"window", "set", "w", "--days", "mon", "--start", "01:00",
+          "--duration", "1h"},
+         "window set needs --mode auto_inside_only or never_inside"},
+        {{"window", "set", "w", "--mode", "sometimes"},
+         "invalid mode 'sometimes' (expected auto_inside_only or "
+         "never_inside)"},
+        {{"window", "set", "w", "--mode", "never_inside"},
+         "a window is once (--from and --to) or weekly (--days, --start and "
+         "--duration)"},
+        {{"window", "set", "w", "--mode", "never_inside", "--from", "5",
+          "--days", "mon"},
+         "a window is once (--from and --to) or weekly (--days, --start and "
+         "--duration), not both"},
+        {{"window", "set", "w", "--mode", "never_inside", "--from", "5"},
+         "a window once needs --from and --to"},
+        {{"window", "set", "w", "--mode", "never_inside", "--days", "mon"},
+         "a weekly window needs --days, --start and --duration"},
+        {{"window", "set", "w", "--mode", "never_inside", "--days", "mon",
+          "--start", "01:00", "--duration", "90s"},
+         "invalid duration '90s' (expected whole minutes, at most a week, "
+         "such as 90m, 4h or 1d)"},
+        {{"window", "set", "w", "--mode", "never_inside", "--site", "s",
+          "--agent", "a", "--from", "1", "--to", "2"},
+         "--site and --agent exclude each other"},
+        {{"window", "show", "a b"},
+         "invalid window name 'a b' (expected 1-64 characters of "
+         "[A-Za-z0-9_.:-])"},
+        {{"summary", "--kind", "x"},
+         "option '--kind' is not valid for 'summary'"},
+        {{"policy", "validate"}, "missing arguments (expected FILE)"},
+    };
+    struct ctl_args a;
+    size_t i;
+
+    for (i = 0; i < REMS_ARRAY_SIZE(cases); i++) {
+        char *argv[18] = {"remsctl"};
+        size_t n;
+        for (n = 0; cases[i].argv[n] != NULL; n++) {
+            argv[n + 1] = (char *)cases[i].argv[n];
+        }
+        if (parse(f, &a, argv) != REMS_EINVAL) {
+            fail_msg("case %zu: accepted", i);
+        }
+        if (strcmp(f->errmsg, cases[i].message) != 0) {
+            fail_msg("case %zu: \"%s\", wanted \"%s\"", i, f->errmsg,
+                     cases[i].message);
+        }
+        ctl_args_close(&a);
+    }
+}
+
+static void time_and_duration_forms(void **state)
+{
+    uint64_t ms;
+
+    (void)state;
+    assert_int_equal(time_parse("0", &ms), REMS_EINVAL);
+    assert_int_equal(time_parse("1970-01-01T00:00Z", &ms), 0);
+    assert_int_equal(ms, 0);
+    assert_int_equal(time_parse("2000-02-29T12:34:56.789Z", &ms), 0);
+    assert_int_equal(ms, 951827696789ULL);
+    assert_int_equal(time_parse("2001-02-29T00:00Z", &ms), REMS_EINVAL);
+    assert_int_equal(time_parse("2026-05-01T24:00Z", &ms), REMS_EINVAL);
+    assert_int_equal(time_parse("2026-05-01T22:00:00", &ms), REMS_EINVAL);
+    assert_int_equal(time_parse("2026-05-01T22:00:00.Z", &ms), REMS_EINVAL);
+    assert_int_equal(duration_parse("1w2d3h4m5s6ms", &ms), 0);
+    assert_int_equal(ms, 604800000ULL + 2 * 86400000ULL + 3 * 3600000ULL +
+                             4 * 60000ULL + 5000ULL + 6ULL);
+    assert_int_equal(duration_parse("90", &ms), REMS_EINVAL);
+    assert_int_equal(duration_parse("0m", &ms), REMS_EINVAL);
+    assert_int_equal(duration_parse("h", &ms), REMS_EINVAL);
+    assert_int_equal(duration_parse("3650d", &ms), 0);
+    assert_int_equal(duration_parse("3651d", &ms), REMS_EINVAL);
+}
+
+static void policy_validate_cases(struct fixture *f)
+{
+    const char *yaml = "placement:\n  agents: [edge-1]\nservices:\n"
+                       "  - name: web\n    command: [/bin/sleep, 10]\n";
+    char path[] = "/tmp/remsctl-test-XXXXXX";
+    int fd = mkstemp(path);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, yaml, strlen(yaml)), (ssize_t)strlen(yaml));
+    close(fd);
+    /* No endpoint answers: a call would fail with exit 3. */
+    assert_int_equal(RUN(f, "127.0.0.1:1", NULL, "policy", "validate", path),
+                     0);
+    unlink(path);
+    assert_string_equal(f->out, "valid\n");
+    assert_string_equal(f->err, "");
+
+    assert_int_equal(RUN(f, "127.0.0.1:1",
+                         "{\"placement\": {}, \"services\": []}", "policy",
+                         "validate", "-"),
+                     CTL_EXIT_FAILED);
+    assert_string_equal(f->out, "");
+    assert_string_equal(f->err, "remsctl: policy validate: standard input: "
+                                "placement: must name agents or a selector\n");
+
+    assert_int_equal(
+        RUN(f, "127.0.0.1:1", "{\"a\": ", "policy", "validate", "-"),
+        CTL_EXIT_FAILED);
+    assert_non_null(strstr(f->err, "standard input: invalid JSON at line 1"));
+
+    assert_int_equal(RUN(f, "127.0.0.1:1", "- 1\n", "policy", "validate", "-"),
+                     CTL_EXIT_FAILED);
+    assert_string_equal(f->err,
+                        "remsctl: policy validate: standard input: the value "
+                        "must be a JSON object or YAML mapping\n");
+}
+
+/* policy validate reads JSON or YAML, makes no call, and names the rule.
+ * cluster/policy.c frees jansson's text with free() (jansson's default
+ * allocator), so jansson runs on malloc here. */
+static void main_policy_validate(void **state)
+{
+    struct fixture *f = *state;
+
+    json_set_alloc_funcs(malloc, free);
+    policy_validate_cases(f);
+    json_set_alloc_funcs(json_heap_malloc, json_heap_free);
+}
+
+static const char view_meta[] =
+    "\"index\": 42, \"computed_at_ms\": 1795000000000, \"by_leader\": true, "
+    "\"invalid_policies\": {\"count\": 1, \"first_key\": \"old\", "
+    "\"first_error\": \"policy: unknown field \\\"image\\\"\"}";
+
+static void main_views(void **state)
+{
+    struct fixture *f = *state;
+    char body[2048];
+
+    snprintf(body, sizeof body,
+             "{%s, \"paused\": false, \"cluster\": {\"name\": \"cluster\", "
+             "\"state\": \"degraded\", \"counts\": {\"nominal\": 1, "
+             "\"degraded\": 1, \"reconciling\": 0, \"unstable\": 0}, "
+             "\"total\": 2}, \"sites\": [], \"agents\": [{\"name\": "
+             "\"edge-1\", \"state\": \"degraded\", \"counts\": {\"nominal\": "
+             "0, \"degraded\": 1, \"reconciling\": 0, \"unstable\": 0}, "
+             "\"total\": 1}], \"services\": []}",
+             view_meta);
+    stub_answer(&f->stub, "200 OK", "", body);
+    snprintf(body, sizeof body,
+             "{%s, \"items\": [{\"agent\": \"edge-1\", \"service\": \"web\", "
+             "\"kind\": \"missing_service\", \"level\": "
+             "\"reconcile_required\", \"action\": \"redeploy\", \"reason\": "
+             "\"not reported\", \"policy\": \"p\"}], \"actions\": [], "
+             "\"holds\": [{\"agent\": \"edge-1\", \"service\": \"web\", "
+             "\"action\": \"redeploy\", \"guardrail\": \"paused\", \"detail\": "
+             "\"the reconciler is paused\"}], \"conflicts\": []}",
+             view_meta);
+    stub_answer(&f->stub, "200 OK", "", body);
+    start_stub(f);
+
+    assert_int_equal(
+        RUN_STUB(f, NULL, "summary", "--agent", "edge-1", "--linearizable"), 0);
+    assert_request_has(f, 0,
+                       "GET /v1/summary?agent=edge-1&consistency=linearizable "
+                       "HTTP/1.1\r\n");
+    assert_string_equal(
+        f->out,
+        "cluster:       degraded (2 agents)\n"
+        "reconciler:    running\n"
+        "computed:      2026-11-18T11:06:40.000Z at index 42, the leader's "
+        "pass\n"
+        "\n"
+        "AGENT   STATE     NOMINAL  DEGRADED  RECONCILING  UNSTABLE  TOTAL\n"
+        "edge-1  degraded  0        1         0            0         1\n"
+        "\n"
+        "note: 1 stored policy(ies) do not validate and are left out; first "
+        "old: policy: unknown field \"image\"\n");
+
+    assert_int_equal(RUN_STUB(f, NULL, "recommendations", "--level", "required",
+                              "--service", "web"),
+                     0);
+    assert_request_has(f, 1,
+                       "GET /v1/recommendations?service=web&level=required "
+                       "HTTP/1.1\r\n");
+    assert_non_null(strstr(f->out, "AGENT   SERVICE  LEVEL     ACTION    "
+                                   "POLICY  REASON\n"
+                                   "edge-1  web      required  redeploy  p   "
+                                   "    not reported\n"));
+    assert_non_null(strstr(f->out, "\nHeld back by a guardrail:\n"
+                                   "AGENT   SERVICE  ACTION    GUARDRAIL  "
+                                   "DETAIL\n"));
+}
+
+static const char incident_json[] =
+    "{\"id\": 7, \"agent\": \"edge-4\", \"service\": \"web\", \"kind\": "
+    "\"unhealthy_service\", \"policy\": \"p\", \"detail\": \"fatal\", "
+    "\"attempts\": 3, \"state\": \"resolved\", \"opened\": {\"index\": 7, "
+    "\"time_ms\": 1795000000000, \"by\": \"reconciler\", \"reason\": "
+    "\"escalated\"}, \"acknowledged\": null, \"resolved\": {\"index\": 9, "
+    "\"time_ms\": 1795000001000, \"by\": \"bob\", \"reason\": \"fixed\"}}";
+
+static void main_incidents_overrides_windows(void **state)
+{
+    struct fixture *f = *state;
+    char body[2048];
+
+    snprintf(body, sizeof body, "{\"items\": [%s], \"next_after\": 7}",
+             incident_json);
+    stub_answer(&f->stub, "200 OK", "", body);
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"items\": [], \"next_after\": null}");
+    stub_answer(&f->stub, "200 OK", "", incident_json);
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"scope\": \"service\", \"name\": \"web\", \"agent\": "
+                "\"edge-1\", \"until_ms\": null, \"active\": true}");
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"scope\": \"pause\", \"name\": null, \"agent\": null, "
+                "\"cleared\": true, \"paused\": false}");
+    stub_answer(&f->stub, "200 OK", "",
+                "{\"name\": \"night\", \"scope\": \"global\", \"target\": "
+                "null, \"mode\": \"never_inside\", \"start_ms\": null, "
+                "\"end_ms\": null, \"weekly\": {\"days\": [\"sat\", \"sun\"], "
+                "\"start\": \"22:00\", \"duration_minutes\": 240}, \"open\": "
+                "false, \"set_index\": 12, \"requested_by\": \"alice\", "
+                "\"reason\": \"\"}");
+    start_stub(f);
+
+    assert_int_equal(
+        RUN_STUB(f, NULL, "incident", "list", "--state", "resolved", "--all"),
+        0);
+    assert_request_has(f, 0, "GET /v1/incidents?state=resolved HTTP/1.1\r\n");
+    assert_request_has(f, 1,
+                       "GET /v1/incidents?state=resolved&after=7 "
+                       "HTTP/1.1\r\n");
+    assert_string_equal(f->out,
+                        "ID  STATE     AGENT   SERVICE  KIND               "
+                        "ATTEMPTS  OPENED\n"
+                        "7   resolved  edge-4  web      unhealthy_service  3 "
+                        "        2026-11-18T11:06:40.000Z\n");
+
+    assert_int_equal(
+        RUN_STUB(f, NULL, "incident", "resolve", "7", "--reason", "fixed"), 0);
+    assert_request_has(f, 2, "POST /v1/incidents/7/resolve HTTP/1.1\r\n");
+    assert_request_has(f, 2, "\r\nX-Rems-User: alice\r\n");
+    assert_request_has(f, 2, "\r\nX-Rems-Reason: fixed\r\n");
+    assert_non_null(strstr(f->out, "resolved:      index 9, "
+                                   "2026-11-18T11:06:41.000Z, by bob: "
+                                   "fixed\n"));
+    assert_non_null(strstr(f->out, "acknowledged:  -\n"));
+
+    assert_int_equal(RUN_STUB(f, NULL, "override", "set", "service", "web",
+                              "--agent", "edge-1", "--for", "2h"),
+                     0);
+    assert_request_has(f, 3, "POST /v1/overrides HTTP/1.1\r\n");
+    assert_string_equal(request_body(f, 3),
+                        "{\"scope\":\"service\",\"name\":\"web\",\"agent\":"
+                        "\"edge-1\",\"duration_ms\":7200000}");
+    assert_string_equal(f->out,
+                        "service web frozen on agent edge-1 until cleared\n");
+
+    assert_int_equal(RUN_STUB(f, NULL, "reconciler", "resume"), 0);
+    assert_request_has(f, 4, "POST /v1/reconciler/resume HTTP/1.1\r\n");
+    assert_string_equal(f->out, "reconciler resumed\n");
+
+    assert_int_equal(RUN_STUB(f, NULL, "window", "set", "night", "--mode",
+                              "never_inside", "--days", "sat,sun", "--start",
+                              "22:00", "--duration", "4h"),
+                     0);
+    assert_request_has(f, 5, "PUT /v1/maintenance-windows/night HTTP/1.1\r\n");
+    assert_string_equal(request_body(f, 5),
+                        "{\"scope\":\"global\",\"mode\":\"never_inside\","
+                        "\"weekly\":{\"days\":[\"sat\",\"sun\"],"
+                        "\"duration_minutes\":240,\"start\":\"22:00\"}}");
+    assert_non_null(strstr(
+        f->out, "when:          weekly sat,sun 22:00 UTC for 240 min\n"));
+}
+
 #define TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -2376,6 +2800,12 @@ int main(void)
         TEST(main_command_wait),
         TEST(main_command_wait_timeout),
         TEST(main_command_list_show_cancel),
+        TEST(parse_reconciler_commands),
+        TEST(parse_reconciler_usage_errors),
+        TEST(time_and_duration_forms),
+        TEST(main_policy_validate),
+        TEST(main_views),
+        TEST(main_incidents_overrides_windows),
     };
 
     json_set_alloc_funcs(json_heap_malloc, json_heap_free);
