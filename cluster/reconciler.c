@@ -36,6 +36,7 @@
 #include "cluster/policy.h"
 #include "cluster/policy_int.h"
 #include "cluster/reconcile.h"
+#include "cluster/reconciler.h"
 #include "cluster/rollout.h"
 #include "common/assert.h"
 #include "common/mpread.h"
@@ -759,12 +760,11 @@ static int storage_rv(int rv)
 }
 
 /* Read every table the pass needs into @l (and the cache). */
-static int load_tables(struct cluster_reconciler *r,
-                       struct storage_txn *t,
+static int load_tables(struct storage_txn *t,
+                       const struct config *cfg,
                        struct load *l,
                        char *errmsg)
 {
-    const struct config *cfg = &r->node->cfg;
     struct issued_walk w;
     char floor[32];
     bool more;
@@ -912,13 +912,17 @@ static void step_rollouts(struct cluster_reconciler *r,
                           const struct reconcile_output *out,
                           uint64_t now_ms);
 
-/* Run a pass over this node's tables at @now_ms into r->out. */
+/* Run a pass over the tables of @store (applied up to @applied) at
+ * @now_ms with @cfg's limits into r->out; the ready leader (@by_leader)
+ * acts on it. */
 static int run_pass(struct cluster_reconciler *r,
+                    struct storage *store,
+                    const struct config *cfg,
+                    uint64_t applied,
                     uint64_t now_ms,
                     bool by_leader,
                     char *errmsg)
 {
-    struct cluster_node *n = r->node;
     struct policy_arena arena;
     struct reconcile_policy *policies = NULL;
     struct reconcile_agent *agents = NULL;
@@ -941,11 +945,11 @@ static int run_pass(struct cluster_reconciler *r,
     l.now_ms = now_ms;
     l.errmsg = errmsg;
 
-    rv = storage_txn_begin(n->storage, false, &t, errmsg);
+    rv = storage_txn_begin(store, false, &t, errmsg);
     if (rv != 0) {
         goto out;
     }
-    rv = load_tables(r, t, &l, errmsg);
+    rv = load_tables(t, cfg, &l, errmsg);
     storage_txn_abort(t);
     if (rv != 0) {
         load_free(&l);
@@ -1016,7 +1020,7 @@ static int run_pass(struct cluster_reconciler *r,
     in.guard.issued_global = l.issued_global;
     in.guard.sites = l.sites;
     in.guard.n_sites = l.n_sites;
-    config_fill(&n->cfg, &in.config);
+    config_fill(cfg, &in.config);
 
     rv = reconcile_pass(&in, now_ms, &out, errmsg);
     if (rv != 0) {
@@ -1033,7 +1037,7 @@ static int run_pass(struct cluster_reconciler *r,
     reconcile_output_close(&r->out);
     r->out = out;
     r->has_out = true;
-    r->out_index = n->state_applied;
+    r->out_index = applied;
     r->out_now_ms = now_ms;
     r->out_mono_ms = rems_mono_ms();
     r->out_by_leader = by_leader;
@@ -1436,7 +1440,8 @@ static void timer_cb(uv_timer_t *t)
         return;
     }
     errmsg[0] = '\0';
-    rv = run_pass(r, rems_wall_ms(), true, errmsg);
+    rv = run_pass(r, n->storage, &n->cfg, n->state_applied, rems_wall_ms(),
+                  true, errmsg);
     if (rv != 0) {
         r->metrics.pass_errors++;
         log_pass_error(errmsg, rv);
@@ -1493,13 +1498,9 @@ bool cluster__reconciler_idle(struct cluster_node *n)
     return r == NULL || (!r->timer_open && r->inflight == 0);
 }
 
-void cluster__reconciler_free(struct cluster_node *n)
+static void reconciler_free(struct cluster_reconciler *r)
 {
-    struct cluster_reconciler *r = n->reconciler;
     size_t i;
-    if (r == NULL) {
-        return;
-    }
     for (i = 0; i < r->n_policies; i++) {
         pslot_free(&r->policies[i]);
     }
@@ -1518,7 +1519,54 @@ void cluster__reconciler_free(struct cluster_node *n)
     rems_free(r->previous);
     reconcile_output_close(&r->out);
     rems_free(r);
-    n->reconciler = NULL;
+}
+
+void cluster__reconciler_free(struct cluster_node *n)
+{
+    if (n->reconciler != NULL) {
+        reconciler_free(n->reconciler);
+        n->reconciler = NULL;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Passes over a store without a node (cluster/reconciler.h).          */
+
+int reconciler_open(struct cluster_reconciler **out, char *errmsg)
+{
+    struct cluster_reconciler *r = rems_malloc(sizeof *r);
+    if (r == NULL) {
+        rems_errmsg_oom(errmsg);
+        return REMS_ENOMEM;
+    }
+    memset(r, 0, sizeof *r);
+    *out = r;
+    return 0;
+}
+
+void reconciler_close(struct cluster_reconciler *r)
+{
+    if (r != NULL) {
+        REMS_ASSERT(r->node == NULL);
+        reconciler_free(r);
+    }
+}
+
+int reconciler_pass(struct cluster_reconciler *r,
+                    struct storage *store,
+                    const struct config *cfg,
+                    uint64_t now_ms,
+                    const struct reconcile_output **out,
+                    char *errmsg)
+{
+    int rv;
+    PRE(r != NULL && r->node == NULL && store != NULL && cfg != NULL &&
+        out != NULL);
+    rv = run_pass(r, store, cfg, 0, now_ms, false, errmsg);
+    if (rv == 0) {
+        *out = &r->out;
+    }
+    return rv;
 }
 
 int cluster_node_reconcile_view(struct cluster_node *n,
@@ -1538,7 +1586,8 @@ int cluster_node_reconcile_view(struct cluster_node *n,
              (r->out_index == n->state_applied &&
               rems_mono_ms() - r->out_mono_ms < VIEW_MAX_AGE_MS));
     if (!fresh) {
-        rv = run_pass(r, rems_wall_ms(), false, errmsg);
+        rv = run_pass(r, n->storage, &n->cfg, n->state_applied,
+                      rems_wall_ms(), false, errmsg);
         if (rv != 0) {
             return rv;
         }
