@@ -1746,7 +1746,24 @@ static int propose_rollout(struct cluster_reconciler *r,
     rv = propose(r, &e, what);
     rems_buf_close(&reached);
     if (rv == 0) {
+        struct rems_log_line line;
         r->metrics.rollout_steps++;
+        rems_log_begin(&line, o->decision == ROLLOUT_ADVANCE ||
+                                      o->decision == ROLLOUT_DONE
+                                  ? REMS_LOG_INFO
+                                  : REMS_LOG_WARN,
+                       "rollout_step");
+        rems_log_str(&line, "policy", rs->key);
+        rems_log_u64(&line, "revision", rs->target_revision);
+        rems_log_str(&line, "decision", rollout_decision_name(o->decision));
+        if (o->decision == ROLLOUT_ADVANCE) {
+            rems_log_str(&line, "stage",
+                         o->stage == ROLLOUT_STAGE_PAUSE ? "pause" : "gate");
+            rems_log_u64(&line, "batch", o->batch);
+            rems_log_u64(&line, "reached", o->n_reached);
+        }
+        rems_log_str(&line, "message", o->message);
+        rems_log_end(&line);
     }
     return rv;
 }
