@@ -5,9 +5,11 @@
  * every refusal is checked for its status, code and field, through a
  * follower and on the leader, and nothing refused reaches the log.
  *
- * Incidents are opened only by the leader's reconciler, so without
- * agents this test covers their lists, 404s and refusals; the views are
- * checked for their shape and their filters.
+ * Incidents are opened only by the leader's reconciler: one test runs a
+ * real rems-agent whose service crashes, so that an incident opens, and
+ * takes it through its steps (and the refused ones); the others cover the
+ * lists, 404s and refusals without agents. The views are checked for
+ * their shape and their filters.
  *
  * Each test starts its own cluster (election 300 ms, heartbeat 30 ms) in a
  * temporary directory; the teardown stops every node, prints the node logs
@@ -819,6 +821,246 @@ static void views(void **state)
     f->passed = true;
 }
 
+/* ------------------------------------------------------------------ */
+/* Incidents of a real agent.                                           */
+
+#define AGENT_WAIT_MS 20000
+
+static const char *const agent_args[] = {
+    "--forward-timeout-ms",
+    "2000",
+    "--lease-ttl-ms",
+    "1500",
+    "--agent-heartbeat-ms",
+    "250",
+    "--reconcile-interval-ms",
+    "200",
+    "--reconcile-grace-ms",
+    "1500",
+    "--reconcile-command-ttl-ms",
+    "10000",
+    NULL,
+};
+
+struct agent_fixture {
+    struct fixture f; /* First: the tests' helpers take it. */
+    char certs[TEST_PATH_SIZE];
+    char config[TEST_PATH_SIZE];
+    char log[TEST_PATH_SIZE];
+    struct test_proc agent;
+};
+
+static const char *agent_bin(void)
+{
+    const char *p = getenv("REMS_AGENT");
+#ifdef REMS_AGENT_PATH
+    if (p == NULL) {
+        p = REMS_AGENT_PATH;
+    }
+#endif
+    assert_non_null(p);
+    return p;
+}
+
+/* A cluster with agent listeners and the configuration of agent edge-1
+ * (certificates from tests/lib/make-test-ca.sh). */
+static int setup_agent(void **state)
+{
+    struct agent_fixture *af = calloc(1, sizeof *af);
+    struct fixture *f = &af->f;
+    char cmd[2 * TEST_PATH_SIZE];
+    char cert[TEST_PATH_SIZE];
+    char key[TEST_PATH_SIZE];
+    char ca[TEST_PATH_SIZE];
+    FILE *fp;
+    size_t k;
+
+    assert_non_null(af);
+    test_cluster_init(&f->c, 3, agent_args);
+    snprintf(af->certs, sizeof af->certs, "%s/certs", f->c.dir);
+    snprintf(cmd, sizeof cmd,
+             "REMS_TEST_AGENTS='edge-1' sh '%s' '%s' >'%s/certs.log' 2>&1",
+             REMS_MAKE_TEST_CA, af->certs, f->c.dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cert, sizeof cert, "%s/node1.pem", af->certs);
+    snprintf(key, sizeof key, "%s/node1.key", af->certs);
+    snprintf(ca, sizeof ca, "%s/ca.pem", af->certs);
+    test_cluster_enable_agents(&f->c, cert, key, ca);
+    test_cluster_start(&f->c);
+    snprintf(af->config, sizeof af->config, "%s/edge-1.yaml", f->c.dir);
+    snprintf(af->log, sizeof af->log, "%s/edge-1.log", f->c.dir);
+    fp = fopen(af->config, "w");
+    assert_non_null(fp);
+    fprintf(fp, "id: edge-1\nendpoints:\n");
+    for (k = 0; k < f->c.n; k++) {
+        fprintf(fp, "  - %s\n", f->c.nodes[k].agent_address);
+    }
+    fprintf(fp,
+            "tls:\n  cert: %s/edge-1.pem\n  key: %s/edge-1.key\n  ca: %s\n"
+            "data_dir: %s/edge-1\nlabels: {site: lab}\n"
+            "reconnect: {initial_ms: 100, max_ms: 500, "
+            "connect_timeout_ms: 2000}\n",
+            af->certs, af->certs, ca, f->c.dir);
+    fclose(fp);
+    *state = af;
+    return 0;
+}
+
+static int teardown_agent(void **state)
+{
+    struct agent_fixture *af = *state;
+    bool passed = af->f.passed;
+    bool clean;
+
+    if (test_proc_running(&af->agent)) {
+        test_proc_stop(&af->agent, 10000);
+    }
+    if (!passed) {
+        char *text = test_read_file(af->log);
+        if (text != NULL) {
+            size_t len = strlen(text);
+            fprintf(stderr, "---- edge-1 (%s):\n%s\n", af->log,
+                    text + (len > 6000 ? len - 6000 : 0));
+            free(text);
+        }
+    }
+    clean = test_cluster_close(&af->f.c, !passed);
+    free(af);
+    assert_true(clean);
+    return 0;
+}
+
+struct incident_wait {
+    struct fixture *f;
+    const char *state;
+    json_int_t id;
+};
+
+/* An incident of edge-1/crashy in w->state, seen by follower 1. */
+static bool incident_found(void *arg)
+{
+    struct incident_wait *w = arg;
+    char path[128];
+    long status;
+    json_t *o;
+    json_t *it;
+    size_t i;
+
+    snprintf(path, sizeof path,
+             "/v1/incidents?agent=edge-1&state=%s&consistency=stale", w->state);
+    o = call(w->f, w->f->nodes[1], "GET", path, NULL, NULL, &status);
+    json_array_foreach(json_object_get(o, "items"), i, it)
+    {
+        const char *svc = json_string_value(json_object_get(it, "service"));
+        if (svc != NULL && strcmp(svc, "crashy") == 0) {
+            w->id = json_integer_value(json_object_get(it, "id"));
+            json_decref(o);
+            return true;
+        }
+    }
+    json_decref(o);
+    return false;
+}
+
+/* An incident's life through followers: a crash loop in mode auto
+ * escalates at once (one attempt); it is acknowledged (who and why in the
+ * step), acknowledged again (409 naming its state), resolved, resolved
+ * again (409); the views show the agent and its drift. */
+static void incident_lifecycle(void **state)
+{
+    struct agent_fixture *af = *state;
+    struct fixture *f = &af->f;
+    struct incident_wait w = {f, "open", 0};
+    char *argv[] = {(char *)agent_bin(), "--config", af->config, NULL};
+    static const char *const bob[] = {"X-Rems-User: bob",
+                                      "X-Rems-Reason: looking", NULL};
+    char path[128];
+    long status;
+    json_t *o;
+    json_t *step;
+
+    up(f);
+    assert_int_equal(test_proc_start(&af->agent, argv[0], argv, af->log), 0);
+    o = ok_call(f, f->nodes[1], "PUT", "/v1/policies/lab/crashy", who,
+                "{\"placement\": {\"agents\": [\"edge-1\"]}, \"mode\": "
+                "\"auto\", \"services\": [{\"name\": \"crashy\", "
+                "\"command\": [\"/bin/sh\", \"-c\", \"exit 1\"], "
+                "\"restart\": \"temporary\", \"criticality\": "
+                "\"critical\"}], \"remediation\": {\"max_attempts\": 1, "
+                "\"backoff_ms\": 0}, \"rollout\": {\"health_gate_ms\": 500, "
+                "\"auto_rollback\": false}}");
+    json_decref(o);
+    if (!test_wait_for(incident_found, &w, AGENT_WAIT_MS)) {
+        fail_msg("no open incident of edge-1/crashy");
+    }
+
+    snprintf(path, sizeof path, "/v1/incidents/%lld/acknowledge",
+             (long long)w.id);
+    o = ok_call(f, f->nodes[1], "POST", path, bob, NULL);
+    assert_string_equal(jstr(o, "state"), "acknowledged");
+    assert_string_equal(jstr(o, "agent"), "edge-1");
+    assert_string_equal(jstr(o, "kind"), "unhealthy_service");
+    step = json_object_get(o, "acknowledged");
+    assert_string_equal(jstr(step, "by"), "bob");
+    assert_string_equal(jstr(step, "reason"), "looking");
+    assert_true(json_integer_value(json_object_get(step, "index")) > w.id);
+    assert_true(json_is_object(json_object_get(o, "opened")));
+    assert_true(json_is_null(json_object_get(o, "resolved")));
+    json_decref(o);
+    o = call(f, f->nodes[2], "POST", path, bob, NULL, &status);
+    assert_error("acknowledge twice", o, status, 409, "conflict", "id");
+    assert_string_equal(jstr(json_object_get(o, "error"), "state"),
+                        "acknowledged");
+    json_decref(o);
+
+    snprintf(path, sizeof path, "/v1/incidents/%lld/resolve", (long long)w.id);
+    o = ok_call(f, f->nodes[2], "POST", path, who, "{}");
+    assert_string_equal(jstr(o, "state"), "resolved");
+    assert_string_equal(jstr(json_object_get(o, "resolved"), "by"), "alice");
+    assert_string_equal(jstr(json_object_get(o, "acknowledged"), "by"), "bob");
+    json_decref(o);
+    o = call(f, f->nodes[1], "POST", path, who, NULL, &status);
+    assert_error("resolve twice", o, status, 409, "conflict", "id");
+    assert_string_equal(jstr(json_object_get(o, "error"), "state"), "resolved");
+    json_decref(o);
+    snprintf(path, sizeof path, "/v1/incidents/%lld/acknowledge",
+             (long long)w.id);
+    o = call(f, f->nodes[0], "POST", path, who, NULL, &status);
+    assert_error("acknowledge resolved", o, status, 409, "conflict", "id");
+    json_decref(o);
+
+    /* Read back on every node; the resolved list has it. */
+    snprintf(path, sizeof path, "/v1/incidents/%lld", (long long)w.id);
+    {
+        size_t i;
+        for (i = 0; i < 3; i++) {
+            o = ok_call(f, f->nodes[i], "GET", path, NULL, NULL);
+            assert_string_equal(jstr(o, "state"), "resolved");
+            json_decref(o);
+        }
+    }
+    w.state = "resolved";
+    assert_true(incident_found(&w));
+    /* Every step asked for is in the audit trail, the refused ones with
+     * the result conflict. */
+    assert_int_equal(audited(f, f->nodes[0], "incident_update"), 5);
+
+    /* The views know the agent. */
+    o = ok_call(f, f->nodes[1], "GET",
+                "/v1/summary?agent=edge-1&consistency=linearizable", NULL,
+                NULL);
+    assert_int_equal(json_array_size(json_object_get(o, "agents")), 1);
+    assert_string_equal(
+        jstr(json_array_get(json_object_get(o, "agents"), 0), "name"),
+        "edge-1");
+    json_decref(o);
+    o = ok_call(f, f->nodes[2], "GET", "/v1/drift?agent=edge-1&service=crashy",
+                NULL, NULL);
+    assert_true(json_array_size(json_object_get(o, "items")) <= 1);
+    json_decref(o);
+    f->passed = true;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -827,6 +1069,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(windows, setup, teardown),
         cmocka_unit_test_setup_teardown(incidents, setup, teardown),
         cmocka_unit_test_setup_teardown(views, setup, teardown),
+        cmocka_unit_test_setup_teardown(incident_lifecycle, setup_agent,
+                                        teardown_agent),
     };
     return cmocka_run_group_tests_name("reconcile_api", tests, NULL, NULL);
 }
