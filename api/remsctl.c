@@ -454,6 +454,12 @@ static const struct ctl_command commands[CMD_NR] = {
      "  --all               fetch every page, not just the first\n"
      "  --stale             answer from the node's own store, without asking\n"
      "                      the leader; works without a leader, may be old\n"},
+    {CMD_POLICY_VALIDATE, "policy", "validate", "policy validate", "FILE", "",
+     1, 1, 0, false, "Check a policy document offline",
+     "Check the policy document in FILE ('-': standard input), JSON or YAML\n"
+     "(by the extension .json, .yaml or .yml, else by its content), with\n"
+     "the rules the server applies. Prints \"valid\" and exits 0, or prints\n"
+     "the first rule broken, naming the field, and exits 1. Makes no call.\n"},
     {CMD_AUDIT_LIST, "audit", "list", "audit list", "",
      "[--after INDEX] [--limit N] [--stale]", 0, 0,
      OPT_BIT(OPT_AFTER) | OPT_BIT(OPT_LIMIT) | OPT_BIT(OPT_STALE), false,
@@ -536,12 +542,6 @@ static const struct ctl_command commands[CMD_NR] = {
      "Options:\n"
      "  --force             cancel even a command its agent may be running;\n"
      "                      its late answer is then dropped\n"},
-    {CMD_POLICY_VALIDATE, "policy", "validate", "policy validate", "FILE", "",
-     1, 1, 0, false, "Check a policy document offline",
-     "Check the policy document in FILE ('-': standard input), JSON or YAML\n"
-     "(by the extension .json, .yaml or .yml, else by its content), with\n"
-     "the rules the server applies. Prints \"valid\" and exits 0, or prints\n"
-     "the first rule broken, naming the field, and exits 1. Makes no call.\n"},
     {CMD_SUMMARY, NULL, "summary", "summary", "",
      "[--agent ID] [--site SITE] [--linearizable]", 0, 0,
      OPT_BIT(OPT_AGENT) | OPT_BIT(OPT_SITE) | OPT_BIT(OPT_LINEARIZABLE), false,
