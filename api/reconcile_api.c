@@ -334,9 +334,68 @@ struct rlist {
     json_t *items;
     uint64_t now_ms;
     uint64_t last_id;
-    char last_name[STATEMACHINE_ID_MAX + 1];
+    char last_name[STATEMACHINE_KEY_MAX + 1]; /* windows, rollouts */
     bool ok;
 };
+
+/* A rollout as the API shows it; with @documents, the target and previous
+ * documents as JSON. */
+static json_t *rollout_json(const struct statemachine_rollout *r,
+                            bool documents,
+                            bool *ok)
+{
+    json_t *o = json_object();
+    json_t *reached = json_array();
+    size_t pos = 0;
+    const char *id;
+    size_t id_len;
+    char err[REMS_ERRMSG_SIZE];
+    int rv;
+
+    jset(o, "key", api__nstr(r->key, r->key_len), ok);
+    jset(o, "state", json_string(statemachine_rollout_state_name(r->state)),
+         ok);
+    jset(o, "stage", json_string(statemachine_rollout_stage_name(r->stage)),
+         ok);
+    jset(o, "batch", ju64(r->batch), ok);
+    jset(o, "target_revision", ju64(r->target_revision), ok);
+    jset(o, "previous_revision",
+         r->has_previous ? ju64(r->previous_revision) : json_null(), ok);
+    while ((rv = statemachine_rollout_reached_next(r->reached, r->reached_len,
+                                                   &pos, &id, &id_len, err)) ==
+           0) {
+        jappend(reached, api__nstr(id, id_len), ok);
+    }
+    if (rv != REMS_ENOTFOUND) {
+        *ok = false;
+    }
+    jset(o, "reached", reached, ok);
+    jset(o, "n_reached", ju64(r->n_reached), ok);
+    jset(o, "started_index", ju64(r->started_index), ok);
+    jset(o, "started_ms", ju64(r->started_ms), ok);
+    jset(o, "stage_started_ms", ju64(r->stage_started_ms), ok);
+    jset(o, "updated_index", ju64(r->updated_index), ok);
+    jset(o, "updated_ms", ju64(r->updated_ms), ok);
+    jset(o, "finished_ms", api__index_or_null(r->finished_ms), ok);
+    jset(o, "message", api__nstr(r->message, r->message_len), ok);
+    jset(o, "requested_by", nstr_or_null(r->requested_by, r->requested_by_len),
+         ok);
+    jset(o, "rollback_revision", api__index_or_null(r->rollback_revision),
+         ok);
+    if (documents) {
+        json_t *t = json_loadb(r->target, r->target_len, 0, NULL);
+        json_t *p = r->has_previous
+                        ? json_loadb(r->previous, r->previous_len, 0, NULL)
+                        : json_null();
+        /* Stored documents are JSON objects; show text that is not as a
+         * string rather than fail. */
+        jset(o, "target", t != NULL ? t : api__nstr(r->target, r->target_len),
+             ok);
+        jset(o, "previous",
+             p != NULL ? p : api__nstr(r->previous, r->previous_len), ok);
+    }
+    return o;
+}
 
 static int incident_visit(void *data, const struct statemachine_incident *i)
 {
@@ -361,6 +420,15 @@ static int window_visit(void *data, const struct statemachine_window *w)
     jappend(l->items, window_json(w, l->now_ms, &l->ok), &l->ok);
     memcpy(l->last_name, w->name, len);
     l->last_name[len] = '\0';
+    return 0;
+}
+
+static int rollout_visit(void *data, const struct statemachine_rollout *r)
+{
+    struct rlist *l = data;
+    jappend(l->items, rollout_json(r, false, &l->ok), &l->ok);
+    snprintf(l->last_name, sizeof l->last_name, "%.*s", (int)r->key_len,
+             r->key);
     return 0;
 }
 
@@ -419,6 +487,20 @@ void api__reconcile_read(struct call *c)
             l.items = json_array();
             rv = statemachine_override_list(t, override_visit, &l, errmsg);
             break;
+        case CALL_ROLLOUT_GET: {
+            struct statemachine_rollout r;
+            rv = statemachine_rollout_get(t, c->key, c->key_len, &r, errmsg);
+            if (rv == 0) {
+                body = rollout_json(&r, c->rc.documents, &l.ok);
+            }
+            break;
+        }
+        case CALL_ROLLOUT_LIST:
+            l.items = json_array();
+            rv = statemachine_rollout_list(t, c->after, strlen(c->after),
+                                           c->limit, rollout_visit, &l, &more,
+                                           errmsg);
+            break;
         default:
             REMS_ASSERT(c->kind == CALL_WINDOW_LIST);
             l.items = json_array();
@@ -433,6 +515,9 @@ void api__reconcile_read(struct call *c)
             snprintf(msg, sizeof msg, "no incident with id %" PRIu64,
                      c->rc.incident_id);
             api__respond_error(c, 404, "not_found", msg, "id");
+        } else if (c->kind == CALL_ROLLOUT_GET) {
+            snprintf(msg, sizeof msg, "no rollout of policy %s", c->key);
+            api__respond_error(c, 404, "not_found", msg, "key");
         } else {
             snprintf(msg, sizeof msg, "no maintenance window named %s",
                      c->rc.name);
@@ -452,7 +537,8 @@ void api__reconcile_read(struct call *c)
         if (c->kind == CALL_INCIDENT_LIST) {
             jset(body, "next_after", more ? ju64(l.last_id) : json_null(),
                  &l.ok);
-        } else if (c->kind == CALL_WINDOW_LIST) {
+        } else if (c->kind == CALL_WINDOW_LIST ||
+                   c->kind == CALL_ROLLOUT_LIST) {
             jset(body, "next_after",
                  more ? json_string(l.last_name) : json_null(), &l.ok);
         }
@@ -506,6 +592,14 @@ static void respond_record(struct call *c,
                                          errmsg);
             if (rv == 0) {
                 body = window_json(&w, rems_wall_ms(), &ok);
+            }
+            break;
+        }
+        case CALL_ROLLOUT_UPDATE: {
+            struct statemachine_rollout r;
+            rv = statemachine_rollout_get(t, c->key, c->key_len, &r, errmsg);
+            if (rv == 0) {
+                body = rollout_json(&r, false, &ok);
             }
             break;
         }
@@ -591,6 +685,64 @@ static void respond_incident_conflict(struct call *c)
     api__respond_json(c, 409, body, NULL, 0);
 }
 
+/* 409 for a rollout operation apply refused: its state and revision now. */
+static void respond_rollout_conflict(struct call *c,
+                                     const struct statemachine_result *res)
+{
+    struct storage_txn *t;
+    struct statemachine_rollout r;
+    char errmsg[REMS_ERRMSG_SIZE];
+    char msg[REMS_ERRMSG_SIZE];
+    const char *state = "unknown";
+    uint64_t revision = 0;
+    bool found = false;
+    json_t *err;
+    json_t *body;
+    bool ok = true;
+
+    if (storage_txn_begin(cluster_node_storage(c->s->node), false, &t,
+                          errmsg) == 0) {
+        if (statemachine_rollout_get(t, c->key, c->key_len, &r, errmsg) ==
+            0) {
+            state = statemachine_rollout_state_name(r.state);
+            revision = r.target_revision;
+            found = true;
+        }
+        storage_txn_abort(t);
+    }
+    (void)res;
+    if (found && c->rc.rollout_revision != 0 &&
+        c->rc.rollout_revision != revision) {
+        snprintf(msg, sizeof msg,
+                 "the rollout of %s is of revision %" PRIu64 ", not %" PRIu64,
+                 c->key, revision, c->rc.rollout_revision);
+    } else {
+        snprintf(msg, sizeof msg, "the rollout of %s is %s: it cannot %s",
+                 c->key, state, c->rc.rollout_op);
+    }
+    err = json_object();
+    jset(err, "code", json_string("conflict"), &ok);
+    jset(err, "message", json_string(msg), &ok);
+    jset(err, "field",
+         json_string(found && c->rc.rollout_revision != 0 &&
+                             c->rc.rollout_revision != revision
+                         ? "revision"
+                         : "op"),
+         &ok);
+    jset(err, "state", json_string(state), &ok);
+    if (found) {
+        jset(err, "target_revision", ju64(revision), &ok);
+    }
+    body = json_object();
+    jset(body, "error", err, &ok);
+    if (!ok) {
+        json_decref(body);
+        api__respond_error(c, 409, "conflict", msg, "op");
+        return;
+    }
+    api__respond_json(c, 409, body, NULL, 0);
+}
+
 static void respond_not_found(struct call *c)
 {
     char msg[REMS_ERRMSG_SIZE];
@@ -601,6 +753,10 @@ static void respond_not_found(struct call *c)
             snprintf(msg, sizeof msg, "no incident with id %" PRIu64,
                      c->rc.incident_id);
             field = "id";
+            break;
+        case CALL_ROLLOUT_UPDATE:
+            snprintf(msg, sizeof msg, "no rollout of policy %s", c->key);
+            field = "key";
             break;
         case CALL_OVERRIDE_CLEAR:
             if (c->rc.scope == STATEMACHINE_OVERRIDE_PAUSE) {
@@ -651,6 +807,10 @@ static void written_cb(struct cluster_write *w,
         case REMS_ECONFLICT:
             if (c->kind == CALL_INCIDENT_UPDATE) {
                 respond_incident_conflict(c);
+                return;
+            }
+            if (c->kind == CALL_ROLLOUT_UPDATE) {
+                respond_rollout_conflict(c, res);
                 return;
             }
             break;
@@ -719,6 +879,39 @@ int api__reconcile_propose(struct call *c, char *errmsg)
             e.start_minute = rc->start_minute;
             e.duration_minutes = rc->duration_minutes;
             break;
+        case CALL_ROLLOUT_UPDATE: {
+            uint64_t revision = rc->rollout_revision;
+            if (revision == 0) {
+                /* The rollout as this leader has it now. */
+                struct storage_txn *t;
+                struct statemachine_rollout r;
+                int rv = storage_txn_begin(cluster_node_storage(c->s->node),
+                                           false, &t, errmsg);
+                if (rv != 0) {
+                    return rv;
+                }
+                rv = statemachine_rollout_get(t, c->key, c->key_len, &r,
+                                              errmsg);
+                if (rv == 0) {
+                    revision = r.target_revision;
+                }
+                storage_txn_abort(t);
+                if (rv == REMS_ENOTFOUND) {
+                    respond_not_found(c);
+                    return 0;
+                }
+                if (rv != 0) {
+                    return rv;
+                }
+            }
+            e.type = STATEMACHINE_ENTRY_ROLLOUT_UPDATE;
+            e.key = c->key;
+            e.key_len = c->key_len;
+            e.rollout_revision = revision;
+            e.op = rc->rollout_op;
+            e.op_len = strlen(rc->rollout_op);
+            break;
+        }
         default:
             REMS_ASSERT(c->kind == CALL_WINDOW_DELETE);
             e.type = STATEMACHINE_ENTRY_WINDOW_DELETE;
@@ -1490,6 +1683,107 @@ static void route_windows(struct call *c, const char *name)
     }
 }
 
+/* POST /v1/rollouts/{key}: {"op": pause|resume|abort|rollback,
+ * "revision": N (optional: the target revision it applies to)}. */
+static void route_rollout_update(struct call *c)
+{
+    static const char *const known[] = {"op", "revision"};
+    static const char *const ops[] = {"pause", "resume", "abort", "rollback"};
+    json_t *o;
+    json_t *v;
+    const char *op;
+    size_t i;
+
+    if (!parse_plain_write_headers(c)) {
+        return;
+    }
+    o = api__parse_body_object(c);
+    if (o == NULL) {
+        return;
+    }
+    if (!only_known(c, o, known, 2, "")) {
+        json_decref(o);
+        return;
+    }
+    v = json_object_get(o, "op");
+    op = json_string_value(v);
+    c->rc.rollout_op = NULL;
+    for (i = 0; op != NULL && i < REMS_ARRAY_SIZE(ops); i++) {
+        if (strcmp(op, ops[i]) == 0) {
+            c->rc.rollout_op = ops[i];
+        }
+    }
+    if (c->rc.rollout_op == NULL) {
+        json_decref(o);
+        bad(c, "op", "%s: must be pause, resume, abort or rollback",
+            v == NULL ? "required" : "unknown operation");
+        return;
+    }
+    v = json_object_get(o, "revision");
+    if (v != NULL && (!json_is_integer(v) || json_integer_value(v) < 1)) {
+        json_decref(o);
+        bad(c, "revision", "must be a policy revision, an integer >= 1");
+        return;
+    }
+    c->rc.rollout_revision = v != NULL ? (uint64_t)json_integer_value(v) : 0;
+    json_decref(o);
+    c->kind = CALL_ROLLOUT_UPDATE;
+    api__do_write(c);
+}
+
+/* /v1/rollouts and /v1/rollouts/{key} (a policy key, slashes included). */
+static void route_rollouts(struct call *c, const char *key)
+{
+    int m = c->req->method;
+    char msg[REMS_ERRMSG_SIZE];
+    char v[16];
+    int rv;
+
+    if (key == NULL) {
+        if (m != HTTP_GET) {
+            api__method_not_allowed(c);
+            return;
+        }
+        if (api__parse_consistency(c) && api__parse_limit(c)) {
+            rv = http_request_query(c->req, "after", c->after,
+                                    sizeof c->after);
+            if (rv < 0) {
+                bad(c, "after", "must be a policy key of at most %d bytes",
+                    STATEMACHINE_KEY_MAX);
+                return;
+            }
+            if (rv == 0) {
+                c->after[0] = '\0';
+            }
+            c->kind = CALL_ROLLOUT_LIST;
+            api__do_read(c);
+        }
+        return;
+    }
+    if (statemachine_key_check(key, strlen(key), msg) != 0) {
+        bad(c, "key", "%s", msg);
+        return;
+    }
+    snprintf(c->key, sizeof c->key, "%s", key);
+    c->key_len = strlen(c->key);
+    if (m == HTTP_GET) {
+        rv = http_request_query(c->req, "documents", v, sizeof v);
+        if (rv > 0 && strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
+            bad(c, "documents", "must be true or false");
+            return;
+        }
+        c->rc.documents = rv > 0 && strcmp(v, "true") == 0;
+        if (api__parse_consistency(c)) {
+            c->kind = CALL_ROLLOUT_GET;
+            api__do_read(c);
+        }
+    } else if (m == HTTP_POST) {
+        route_rollout_update(c);
+    } else {
+        api__method_not_allowed(c);
+    }
+}
+
 static void route_views(struct call *c, int kind);
 
 bool api__reconcile_route(struct call *c)
@@ -1535,6 +1829,10 @@ bool api__reconcile_route(struct call *c)
         route_windows(c, NULL);
     } else if (strncmp(p, "/v1/maintenance-windows/", 24) == 0) {
         route_windows(c, p + 24);
+    } else if (strcmp(p, "/v1/rollouts") == 0) {
+        route_rollouts(c, NULL);
+    } else if (strncmp(p, "/v1/rollouts/", 13) == 0) {
+        route_rollouts(c, p + 13);
     } else if (strcmp(p, "/v1/summary") == 0) {
         route_views(c, CALL_SUMMARY);
     } else if (strcmp(p, "/v1/drift") == 0) {

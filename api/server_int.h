@@ -58,11 +58,14 @@ enum call_kind {
     CALL_SUMMARY,
     CALL_DRIFT,
     CALL_RECOMMENDATIONS,
+    CALL_ROLLOUT_LIST,
+    CALL_ROLLOUT_GET,
     CALL_INCIDENT_UPDATE,
     CALL_OVERRIDE_SET,
     CALL_OVERRIDE_CLEAR,
     CALL_WINDOW_SET,
     CALL_WINDOW_DELETE,
+    CALL_ROLLOUT_UPDATE,
 };
 
 /* What the reconciler's calls parse (reconcile_api.c). The agent of a
@@ -94,6 +97,11 @@ struct api_reconcile_call {
     char site[STATEMACHINE_NAME_MAX + 1];
     int kind;  /* enum reconcile_drift_kind */
     int level; /* enum reconcile_level */
+    /* Rollouts (the policy key is call.key). */
+    const char *rollout_op; /* Update: pause|resume|abort|rollback. */
+    uint64_t rollout_revision; /* Update: the target revision; 0: the
+                                  rollout's current one. */
+    bool documents;            /* Get: with the target and previous. */
 };
 
 struct call {
@@ -208,7 +216,7 @@ bool api__service_valid(const char *s, size_t len);
 
 /* Route @c when its path is one of the reconciler's (incidents,
  * overrides, maintenance windows, the reconciler, summary, drift,
- * recommendations): true when it did (@c is then answered or in flight),
+ * recommendations, rollouts): true when it did (@c is then answered or in flight),
  * false when the path is not one of them. */
 bool api__reconcile_route(struct call *c);
 
