@@ -20,6 +20,8 @@
  *   leader_killed_mid_rollout  the leader is SIGKILLed while v1 waits in
  *       its canary's gate: the new leader continues the rollout from the
  *       replicated stage and every agent gets v1 exactly once.
+ *   rollout_operations  pause, resume, abort and rollback through a
+ *       follower, with who and why; refusals name the field and state.
  *
  * The nodes run a pass every 200 ms with a 1.5 s grace. Each service
  * appends a line to <dir>/<name>.count when it starts and writes its pid
@@ -735,6 +737,79 @@ static void all_running(struct fixture *f, const char *service)
     }
 }
 
+/* The rollout of lab/app as node @node has it (NULL when none). */
+static json_t *rollout_get(struct fixture *f, size_t node)
+{
+    return get(f, node, "/v1/rollouts/lab/app?consistency=stale");
+}
+
+struct rollout_wait {
+    struct fixture *f;
+    const char *state;
+    const char *stage; /* NULL: any */
+    json_int_t n_reached; /* -1: any */
+    char seen[128];
+};
+
+static bool rollout_is(void *arg)
+{
+    struct rollout_wait *w = arg;
+    json_t *o = rollout_get(w->f, w->f->follower);
+    const char *state;
+    const char *stage;
+    json_int_t n;
+    bool ok;
+    if (o == NULL) {
+        snprintf(w->seen, sizeof w->seen, "none");
+        return false;
+    }
+    state = json_string_value(json_object_get(o, "state"));
+    stage = json_string_value(json_object_get(o, "stage"));
+    n = json_integer_value(json_object_get(o, "n_reached"));
+    snprintf(w->seen, sizeof w->seen, "%s/%s/%lld", state ? state : "?",
+             stage ? stage : "?", (long long)n);
+    ok = state != NULL && strcmp(state, w->state) == 0 &&
+         (w->stage == NULL || (stage != NULL && strcmp(stage, w->stage) == 0)) &&
+         (w->n_reached < 0 || n == w->n_reached);
+    json_decref(o);
+    return ok;
+}
+
+static void wait_rollout(struct fixture *f,
+                         const char *state,
+                         const char *stage,
+                         json_int_t n_reached)
+{
+    struct rollout_wait w = {f, state, stage, n_reached, ""};
+    if (!test_wait_for(rollout_is, &w, WAIT_MS)) {
+        fprintf(stderr, "rollout of lab/app is %s, want %s/%s/%lld\n", w.seen,
+                state, stage != NULL ? stage : "*", (long long)n_reached);
+        fail();
+    }
+}
+
+/* POST an operation on the rollout of @key through a follower as bob;
+ * the status, and the body in *@out (released by the caller). */
+static long rollout_op(struct fixture *f,
+                       const char *key,
+                       const char *body,
+                       json_t **out)
+{
+    const char *hdr[] = {"X-Rems-User: bob", "X-Rems-Reason: drill", NULL};
+    char path[128];
+    long status;
+    snprintf(path, sizeof path, "/v1/rollouts/%s", key);
+    *out = test_cluster_call(&f->c, f->follower, "POST", path, hdr, body,
+                             &status, NULL);
+    return status;
+}
+
+static const char *error_field(json_t *o)
+{
+    return json_string_value(
+        json_object_get(json_object_get(o, "error"), "field"));
+}
+
 /* v1 rolls out to the three agents, one at a time; v2 crashes on its
  * canary, fails the gate (not healthy within gate_timeout_ms) and is
  * rolled back: the policy holds v1 again at a new revision, the canary
@@ -771,6 +846,20 @@ static void bad_revision_rolled_back(void **state)
     }
     assert_int_equal(app_version(f, &rev3), 1);
     assert_true(rev3 > rev2);
+    {
+        json_t *o = rollout_get(f, f->follower);
+        assert_non_null(o);
+        assert_string_equal(json_string_value(json_object_get(o, "state")),
+                            "rolled_back");
+        assert_int_equal(json_integer_value(
+                             json_object_get(o, "rollback_revision")),
+                         rev3);
+        assert_int_equal(
+            json_integer_value(json_object_get(o, "target_revision")), rev2);
+        assert_non_null(strstr(
+            json_string_value(json_object_get(o, "message")), "gate of batch 0"));
+        json_decref(o);
+    }
     /* The canary runs v1 again. */
     wait_commands(f, "edge-1", "push_manifest", "app", "acked", 3);
     wait_reported(f, "edge-1", "app", "running+ready");
@@ -807,12 +896,100 @@ static void leader_killed_mid_rollout(void **state)
     assert_true(test_cluster_wait_leader(&f->c, WAIT_MS, &next));
     assert_true(next.index != f->leader.index);
     all_running(f, "app");
+    wait_rollout(f, "done", NULL, 3);
     for (i = 0; i < N_AGENTS; i++) {
         wait_commands(f, f->agents[i].id, "push_manifest", "app", "acked", 1);
         assert_int_equal(reconciler_commands(f, f->agents[i].id,
                                              "push_manifest", "app", NULL),
                          1);
     }
+    f->passed = true;
+}
+
+/* An operator pauses, resumes, aborts and rolls back a rollout through a
+ * follower; refused operations name the field and the state. */
+static void rollout_operations(void **state)
+{
+    struct fixture *f = *state;
+    char doc[4096];
+    json_t *o;
+    long status;
+
+    start_all(f);
+    /* A long gate: the rollout stays at its canary. */
+    app_doc(doc, sizeof doc, f, 1, false, 600000, 900000);
+    put_doc(f, "lab/app", doc);
+    wait_rollout(f, "running", "gate", 1);
+
+    assert_int_equal(rollout_op(f, "lab/app", "{\"op\":\"pause\"}", &o), 200);
+    assert_string_equal(json_string_value(json_object_get(o, "state")),
+                        "paused");
+    assert_string_equal(json_string_value(json_object_get(o, "requested_by")),
+                        "bob");
+    assert_string_equal(json_string_value(json_object_get(o, "message")),
+                        "drill");
+    json_decref(o);
+    /* Paused cannot pause again: 409 naming the state. */
+    assert_int_equal(rollout_op(f, "lab/app", "{\"op\":\"pause\"}", &o), 409);
+    assert_string_equal(error_field(o), "op");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(o, "error"), "state")),
+                        "paused");
+    json_decref(o);
+    assert_int_equal(rollout_op(f, "lab/app", "{\"op\":\"resume\"}", &o),
+                     200);
+    assert_string_equal(json_string_value(json_object_get(o, "state")),
+                        "running");
+    json_decref(o);
+    /* Bad input names the field; a stale revision is a conflict. */
+    assert_int_equal(rollout_op(f, "lab/app", "{\"op\":\"promote\"}", &o),
+                     400);
+    assert_string_equal(error_field(o), "op");
+    json_decref(o);
+    assert_int_equal(rollout_op(f, "lab/app", "{\"op\":\"pause\",\"x\":1}", &o),
+                     400);
+    assert_string_equal(error_field(o), "x");
+    json_decref(o);
+    assert_int_equal(
+        rollout_op(f, "lab/app", "{\"op\":\"pause\",\"revision\":1}", &o),
+        409);
+    assert_string_equal(error_field(o), "revision");
+    json_decref(o);
+    assert_int_equal(rollout_op(f, "lab/none", "{\"op\":\"pause\"}", &o),
+                     404);
+    assert_string_equal(error_field(o), "key");
+    json_decref(o);
+    o = test_cluster_call(&f->c, f->follower, "GET", "/v1/rollouts/lab/none",
+                          NULL, NULL, &status, NULL);
+    assert_int_equal(status, 404);
+    json_decref(o);
+
+    /* Abort: the policy stays, the rollout is over. */
+    assert_int_equal(rollout_op(f, "lab/app", "{\"op\":\"abort\"}", &o), 200);
+    assert_string_equal(json_string_value(json_object_get(o, "state")),
+                        "aborted");
+    json_decref(o);
+    assert_int_equal(app_version(f, NULL), 1);
+    /* Rollback of a new policy deletes it. */
+    assert_int_equal(rollout_op(f, "lab/app", "{\"op\":\"rollback\"}", &o),
+                     200);
+    assert_string_equal(json_string_value(json_object_get(o, "state")),
+                        "rolled_back");
+    json_decref(o);
+    o = test_cluster_call(&f->c, f->follower, "GET", "/v1/policies/lab/app",
+                          NULL, NULL, &status, NULL);
+    assert_int_equal(status, 404);
+    json_decref(o);
+    /* Listed on every node, with its documents on request. */
+    o = get(f, f->leader.index, "/v1/rollouts");
+    assert_non_null(o);
+    assert_int_equal(json_array_size(json_object_get(o, "items")), 1);
+    json_decref(o);
+    o = get(f, f->follower, "/v1/rollouts/lab/app?documents=true");
+    assert_non_null(o);
+    assert_true(json_is_object(json_object_get(o, "target")));
+    assert_true(json_is_null(json_object_get(o, "previous")));
+    json_decref(o);
     f->passed = true;
 }
 
@@ -829,6 +1006,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(leader_killed_mid_rollout, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(rollout_operations, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
