@@ -29,6 +29,9 @@ const char *rollout_decision_name(int decision)
 
 void rollout_output_close(struct rollout_output *out)
 {
+    if (out == NULL) {
+        return;
+    }
     rems_free(out->reached);
     memset(out, 0, sizeof *out);
 }
@@ -55,6 +58,13 @@ static bool is_reached(const struct rollout_input *in, const char *id)
 static int cmp_str_ptr(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int cmp_agent_id(const void *a, const void *b)
+{
+    const struct rollout_agent *x = *(const struct rollout_agent *const *)a;
+    const struct rollout_agent *y = *(const struct rollout_agent *const *)b;
+    return strcmp(x->id, y->id);
 }
 
 /* Candidates first online, then by id. */
@@ -165,12 +175,14 @@ static int extend(const struct rollout_input *in,
 
 int rollout_step(const struct rollout_input *in,
                  uint64_t now_ms,
-                 struct rollout_output *out,
+                 struct rollout_output *out_,
                  char *errmsg)
 {
     const struct policy_rollout *ro;
     const struct rollout_agent **sel = NULL;
     const struct rollout_agent **cand = NULL;
+    struct rollout_output o;
+    struct rollout_output *out = &o;
     size_t n_sel = 0;
     size_t n_cand = 0;
     size_t i;
@@ -178,7 +190,7 @@ int rollout_step(const struct rollout_input *in,
     int rv = 0;
 
     PRE(in != NULL && in->target != NULL && in->pass != NULL &&
-        out != NULL && errmsg != NULL);
+        out_ != NULL && errmsg != NULL);
     memset(out, 0, sizeof *out);
     ro = &in->target->rollout;
     age = now_ms > in->stage_started_ms ? now_ms - in->stage_started_ms : 0;
@@ -199,6 +211,8 @@ int rollout_step(const struct rollout_input *in,
             cand[n_cand++] = a;
         }
     }
+    /* By id, so that nothing depends on the order of the input. */
+    qsort(sel, n_sel, sizeof *sel, cmp_agent_id);
     qsort(cand, n_cand, sizeof *cand, cmp_candidate);
 
     switch (in->stage) {
@@ -227,26 +241,41 @@ int rollout_step(const struct rollout_input *in,
             out->batch = 0;
             snprintf(out->message, sizeof out->message,
                      "canary: %zu of %zu selected agents",
-                     out->n_reached, n_sel);
+                     n_sel - n_cand + (count < n_cand ? count : n_cand),
+                     n_sel);
             break;
         }
         case ROLLOUT_STAGE_GATE: {
             char why[400];
             enum gate g = gate_check(in, sel, n_sel, why, sizeof why);
-            uint64_t since;
-            if (g == GATE_FAILED ||
-                (g == GATE_UNHEALTHY && age > ro->gate_timeout_ms)) {
+            uint64_t since = 0;
+            bool passed = false;
+            if (g == GATE_HEALTHY) {
+                out->gate_healthy = true;
+                since =
+                    in->healthy_since_ms != 0 ? in->healthy_since_ms : now_ms;
+                passed = now_ms >= since && now_ms - since >= ro->health_gate_ms;
+            }
+            if (g == GATE_FAILED || (!passed && age > ro->gate_timeout_ms)) {
+                out->gate_healthy = false; /* The gate is over. */
                 out->decision =
                     ro->auto_rollback ? ROLLOUT_ROLLBACK : ROLLOUT_HALT;
                 if (g == GATE_FAILED) {
                     snprintf(out->message, sizeof out->message,
                              "gate of batch %" PRIu64 " failed: %s",
                              in->batch, why);
-                } else {
+                } else if (g == GATE_UNHEALTHY) {
                     snprintf(out->message, sizeof out->message,
                              "gate of batch %" PRIu64 " not passed in %" PRIu64
                              " ms: %s",
                              in->batch, ro->gate_timeout_ms, why);
+                } else {
+                    snprintf(out->message, sizeof out->message,
+                             "gate of batch %" PRIu64 " not passed in %" PRIu64
+                             " ms: healthy for %" PRIu64 " of %" PRIu64 " ms",
+                             in->batch, ro->gate_timeout_ms,
+                             now_ms >= since ? now_ms - since : 0,
+                             ro->health_gate_ms);
                 }
                 break;
             }
@@ -256,9 +285,7 @@ int rollout_step(const struct rollout_input *in,
                          why);
                 break;
             }
-            out->gate_healthy = true;
-            since = in->healthy_since_ms != 0 ? in->healthy_since_ms : now_ms;
-            if (now_ms < since || now_ms - since < ro->health_gate_ms) {
+            if (!passed) {
                 snprintf(out->message, sizeof out->message,
                          "gate of batch %" PRIu64 ": healthy for %" PRIu64
                          " of %" PRIu64 " ms",
@@ -287,11 +314,15 @@ int rollout_step(const struct rollout_input *in,
                          in->batch, ro->batch_pause_ms);
                 break;
             }
-            /* fall through: no pause, the next batch now */
+            /* No pause: the next batch now. */
         }
         /* fall through */
         case ROLLOUT_STAGE_PAUSE:
             if (in->stage == ROLLOUT_STAGE_PAUSE && age < ro->batch_pause_ms) {
+                snprintf(out->message, sizeof out->message,
+                         "pause after batch %" PRIu64 ": %" PRIu64
+                         " of %" PRIu64 " ms",
+                         in->batch, age, ro->batch_pause_ms);
                 break;
             }
             if (n_cand == 0) {
@@ -308,10 +339,13 @@ int rollout_step(const struct rollout_input *in,
             out->decision = ROLLOUT_ADVANCE;
             out->stage = ROLLOUT_STAGE_GATE;
             out->batch = in->batch + 1;
-            snprintf(out->message, sizeof out->message,
-                     "batch %" PRIu64 ": %zu more agents (%zu of %zu)",
-                     out->batch, out->n_reached - in->n_reached,
-                     out->n_reached, n_sel);
+            {
+                size_t take =
+                    ro->batch_size < n_cand ? ro->batch_size : n_cand;
+                snprintf(out->message, sizeof out->message,
+                         "batch %" PRIu64 ": %zu more agents (%zu of %zu)",
+                         out->batch, take, n_sel - n_cand + take, n_sel);
+            }
             break;
         default:
             snprintf(out->message, sizeof out->message, "unknown stage %d",
@@ -325,6 +359,8 @@ out:
     if (rv != 0) {
         rollout_output_close(out);
         rems_errmsgf(errmsg, "rollout %s: out of memory", in->key);
+        return rv;
     }
-    return rv;
+    *out_ = o;
+    return 0;
 }

@@ -22,8 +22,8 @@
  *           selected, in this pass's output:
  *             fails at once when one of them has a blocked drift, a
  *             failed_deployment or an unresolved_incident drift, or when
- *             rollout.gate_timeout_ms has passed since the stage started
- *             without the gate passing;
+ *             more than rollout.gate_timeout_ms has passed since the stage
+ *             started without the gate passing (healthy or not);
  *             is healthy when none of them has any drift;
  *             passes once it has been healthy for rollout.health_gate_ms
  *             (since in.healthy_since_ms, which the caller keeps: 0 when
@@ -36,7 +36,9 @@
  *           started: advance to gate, batch + 1, reaching the next
  *           rollout.batch_size agents (same order as the canary).
  *
- * The "next" agents are the selected ones not reached yet: agents that
+ * The agents are taken by id wherever an order matters (messages name
+ * the first drifting agent by id). The "next" agents are the selected ones
+ * not reached yet: agents that
  * appear during a rollout join a later batch. Pure: no clock, no state;
  * inputs borrowed for the call. */
 #ifndef REMS_CLUSTER_ROLLOUT_H
@@ -98,17 +100,19 @@ struct rollout_output {
      * input's strings; the array is the output's: rollout_output_close()) */
     const char **reached;
     size_t n_reached;
-    bool gate_healthy;  /* gate stage: healthy at this pass */
+    bool gate_healthy;  /* gate stage, waiting: healthy at this pass */
     char message[512];  /* why, for people and the entry's reason */
 };
 
 /* Decide the next step of the running rollout @in at @now_ms. Returns 0
- * and *@out (release with rollout_output_close()), or REMS_ENOMEM. */
+ * and *@out (release with rollout_output_close()), or REMS_ENOMEM (*@out
+ * untouched). */
 int rollout_step(const struct rollout_input *in,
                  uint64_t now_ms,
                  struct rollout_output *out,
                  char *errmsg);
 
+/* Free what @out owns and zero it; NULL is a no-op. */
 void rollout_output_close(struct rollout_output *out);
 
 #endif /* REMS_CLUSTER_ROLLOUT_H */

@@ -2,8 +2,8 @@
  * function: one table of cases per stage (canary, gate, pause, agents that
  * come and go), each checked field by field; the same table with the agents
  * shuffled (determinism); a whole rollout walked step by step; allocation
- * failures; and the cases where rollout.c contradicts rollout.h, skipped
- * unless ROLLOUT_KNOWN_BUGS is set in the environment. */
+ * failures; the gate's timeout while healthy but not long enough, and
+ * messages that do not depend on the agents' order. */
 #include <stdarg.h> /* cmocka.h needs these four first */
 #include <stddef.h>
 #include <setjmp.h>
@@ -1381,25 +1381,16 @@ static void names(void **state)
 }
 
 /* ------------------------------------------------------------------------
- * Known bugs: rollout.c contradicts rollout.h. Skipped unless
- * ROLLOUT_KNOWN_BUGS is set, so the suite stays green until rollout.c is
- * fixed; then drop the skip.
+ * Two rules once broken: the timeout of a gate that is healthy but not for
+ * long enough, and messages that depend on the agents' order.
  * --------------------------------------------------------------------- */
 
-static void skip_unless_known_bugs(void)
-{
-    if (getenv("ROLLOUT_KNOWN_BUGS") == NULL) {
-        skip();
-    }
-}
-
-/* BUG: rollout.h says the gate "fails ... when rollout.gate_timeout_ms has
+/* rollout.h says the gate "fails ... when rollout.gate_timeout_ms has
  * passed since the stage started without the gate passing". rollout.c
- * checks the timeout only for an unhealthy gate: a gate that is healthy
- * but not yet for health_gate_ms never times out, and waits past
- * gate_timeout_ms. */
-static const struct row bug_timeout_rows[] = {
-    {.name = "BUG gate: healthy, not long enough, past gate_timeout_ms: "
+ * once checked the timeout only for an unhealthy gate, so a gate healthy
+ * but not yet for health_gate_ms never timed out. */
+static const struct row timeout_while_healthy_rows[] = {
+    {.name = "gate: healthy, not long enough, past gate_timeout_ms: "
              "rollback",
      .rollout = RO("1", 60000, 60000, 2, 0, true),
      .agents = FIVE,
@@ -1410,7 +1401,7 @@ static const struct row bug_timeout_rows[] = {
      .now = 70000,
      .decision = ROLLBACK,
      .msg = {"gate of batch 0 not passed in 60000 ms"}},
-    {.name = "BUG gate: healthy since this pass, past gate_timeout_ms: halt",
+    {.name = "gate: healthy since this pass, past gate_timeout_ms: halt",
      .rollout = RO("1", 60000, 240000, 2, 0, false),
      .agents = FIVE,
      .stage = GATE,
@@ -1422,18 +1413,17 @@ static const struct row bug_timeout_rows[] = {
      .msg = {"gate of batch 0 not passed in 240000 ms"}},
 };
 
-static void bug_gate_timeout_while_healthy(void **state)
+static void gate_timeout_while_healthy(void **state)
 {
-    skip_unless_known_bugs();
-    RUN_TABLE(*state, bug_timeout_rows);
+    RUN_TABLE(*state, timeout_while_healthy_rows);
 }
 
-/* BUG: rollout.h takes the agents "in any order", but the gate's message
+/* rollout.h takes the agents "in any order", but the gate's message
  * names the first drifting agent in the order of the agents array, so two
- * reached agents that drift give a message (the entry's reason) that
- * depends on that order. */
-static const struct row bug_order_rows[] = {
-    {.name = "BUG gate: two unhealthy agents, message independent of order",
+ * reached agents that drift must give the same message (the entry's
+ * reason) whatever that order. */
+static const struct row order_rows[] = {
+    {.name = "gate: two unhealthy agents, message independent of order",
      .agents = FIVE,
      .stage = GATE,
      .reached = "a1 a2",
@@ -1442,7 +1432,7 @@ static const struct row bug_order_rows[] = {
      .now = 1000,
      .decision = WAIT,
      .msg = {"waiting: web on a1"}},
-    {.name = "BUG gate: two failing agents, message independent of order",
+    {.name = "gate: two failing agents, message independent of order",
      .agents = FIVE,
      .stage = GATE,
      .reached = "a1 a2",
@@ -1453,13 +1443,12 @@ static const struct row bug_order_rows[] = {
      .msg = {"failed: web on a1"}},
 };
 
-static void bug_gate_message_depends_on_order(void **state)
+static void gate_message_independent_of_order(void **state)
 {
     struct fixture *f = *state;
     size_t i;
-    skip_unless_known_bugs();
-    for (i = 0; i < sizeof bug_order_rows / sizeof bug_order_rows[0]; i++) {
-        struct row r = bug_order_rows[i];
+    for (i = 0; i < sizeof order_rows / sizeof order_rows[0]; i++) {
+        struct row r = order_rows[i];
         run_row(f, &r);
         /* The same agents reversed must name the same agent. */
         r.agents = "a5 a4 a3 a2 a1";
@@ -1479,9 +1468,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(walk, setup, teardown),
         cmocka_unit_test_setup_teardown(out_of_memory, setup, teardown),
         cmocka_unit_test(names),
-        cmocka_unit_test_setup_teardown(bug_gate_timeout_while_healthy, setup,
+        cmocka_unit_test_setup_teardown(gate_timeout_while_healthy, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(bug_gate_message_depends_on_order,
+        cmocka_unit_test_setup_teardown(gate_message_independent_of_order,
                                         setup, teardown),
     };
     return cmocka_run_group_tests_name("rollout", tests, NULL, NULL);
