@@ -28,7 +28,9 @@
 
 #include "api/api.h"
 #include "api/http.h"
+#include "agentproto/agent_config.h" /* agent_yaml_to_json() */
 #include "api/server_int.h"
+#include "cluster/policy.h"
 #include "common/assert.h"
 #include "common/heap.h"
 #include "common/log.h"
@@ -1861,10 +1863,79 @@ json_t *api__parse_body_object(struct call *c)
     return o;
 }
 
+/* True when the request's Content-Type is application/yaml or
+ * application/x-yaml (parameters such as charset aside). */
+static bool body_is_yaml(struct call *c)
+{
+    const char *v = http_request_header(c->req, "content-type");
+    size_t i;
+    char type[32];
+
+    if (v == NULL) {
+        return false;
+    }
+    for (i = 0;
+         v[i] != '\0' && v[i] != ';' && v[i] != ' ' && i + 1 < sizeof type;
+         i++) {
+        type[i] = (char)(v[i] >= 'A' && v[i] <= 'Z' ? v[i] - 'A' + 'a' : v[i]);
+    }
+    type[i] = '\0';
+    return strcmp(type, "application/yaml") == 0 ||
+           strcmp(type, "application/x-yaml") == 0;
+}
+
+/* The body of a policy put as a JSON object: parsed from JSON, or from
+ * YAML converted as the agent's configuration is (agent_yaml_to_json()).
+ * NULL when answered. */
+static json_t *policy_body(struct call *c)
+{
+    struct rems_buf json;
+    char errmsg[REMS_ERRMSG_SIZE];
+    char msg[REMS_ERRMSG_SIZE + 32];
+    json_error_t jerr;
+    json_t *o;
+    int rv;
+
+    if (!body_is_yaml(c)) {
+        return api__parse_body_object(c);
+    }
+    rems_buf_init(&json);
+    rv = agent_yaml_to_json(c->req->body, c->req->body_len, &json, errmsg);
+    if (rv == REMS_ENOMEM || (rv == 0 && json.failed)) {
+        rems_buf_close(&json);
+        api__respond_error(c, 500, "internal", "out of memory", NULL);
+        return NULL;
+    }
+    if (rv != 0) {
+        rems_buf_close(&json);
+        snprintf(msg, sizeof msg, "body: %s", errmsg);
+        api__respond_error(c, 400, "bad_request", msg, "body");
+        return NULL;
+    }
+    o = json_loadb(json.data, json.len, JSON_REJECT_DUPLICATES, &jerr);
+    rems_buf_close(&json);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        api__respond_error(c, 400, "bad_request",
+                           "body: the YAML document must be a mapping", "body");
+        return NULL;
+    }
+    return o;
+}
+
+/* PUT /v1/policies/{key}: the body must be a valid policy document
+ * (policy_parse_json(), the reconciler's own validator); it is stored as
+ * compact JSON. A refusal names the field by its path and the rule. */
 static void route_policy_put(struct call *c)
 {
-    json_t *o = api__parse_body_object(c);
+    json_t *o = policy_body(c);
+    struct policy *p = NULL;
+    char errmsg[REMS_ERRMSG_SIZE];
+    char field[REMS_ERRMSG_SIZE];
+    const char *colon;
     char *text;
+    int rv;
+
     if (o == NULL) {
         return;
     }
@@ -1874,8 +1945,40 @@ static void route_policy_put(struct call *c)
         api__respond_error(c, 500, "internal", "out of memory", NULL);
         return;
     }
+    rv = policy_parse_json(text, strlen(text), &p, errmsg);
+    policy_free(p);
+    if (rv == REMS_ENOMEM) {
+        free(text);
+        api__respond_error(c, 500, "internal", "out of memory", NULL);
+        return;
+    }
+    if (rv != 0) {
+        free(text);
+        /* "services[1].depends_on: unknown service \"db\"": the field is
+         * the path before the first ": ". */
+        colon = strstr(errmsg, ": ");
+        snprintf(field, sizeof field, "%.*s",
+                 colon != NULL ? (int)(colon - errmsg) : 4,
+                 colon != NULL ? errmsg : "body");
+        /* 'policy: unknown field "colour"': the field is "colour"; below
+         * the top, "services[0].colour". */
+        if (colon != NULL && strncmp(colon, ": unknown field \"", 17) == 0 &&
+            strchr(colon + 17, '"') != NULL) {
+            const char *name = colon + 17;
+            int len = (int)(strchr(name, '"') - name);
+            char path[REMS_ERRMSG_SIZE];
+            snprintf(path, sizeof path, "%s", field);
+            if (strcmp(path, "policy") == 0) {
+                snprintf(field, sizeof field, "%.*s", len, name);
+            } else {
+                snprintf(field, sizeof field, "%s.%.*s", path, len, name);
+            }
+        }
+        api__respond_error(c, 400, "bad_request", errmsg, field);
+        return;
+    }
     c->value = rems_strdup(text);
-    free(text);
+    free(text); /* jansson allocates with malloc. */
     if (c->value == NULL) {
         api__respond_error(c, 500, "internal", "out of memory", NULL);
         return;

@@ -821,6 +821,102 @@ static void views(void **state)
     f->passed = true;
 }
 
+/* PUT /v1/policies takes valid policy documents only, in JSON or YAML;
+ * a refusal names the field by its path, through a follower and on the
+ * leader, and nothing refused is stored. */
+static void policy_validation(void **state)
+{
+    struct fixture *f = *state;
+    static const struct bad_case cases[] = {
+        {"PUT", "/v1/policies/p", "{\"image\": \"web:1.2\"}", 400,
+         "bad_request", "image"},
+        {"PUT", "/v1/policies/p", "{\"services\": []}", 400, "bad_request",
+         "placement"},
+        {"PUT", "/v1/policies/p", "{\"placement\": {}, \"services\": []}", 400,
+         "bad_request", "placement"},
+        {"PUT", "/v1/policies/p",
+         "{\"placement\": {\"agents\": [\"e1\"]}, \"services\": [{\"name\": "
+         "\"web\", \"command\": [\"x\"], \"depends_on\": [\"db\"]}]}",
+         400, "bad_request", "services[0].depends_on"},
+        {"PUT", "/v1/policies/p",
+         "{\"placement\": {\"agents\": [\"e1\"]}, \"services\": [], "
+         "\"mode\": \"yolo\"}",
+         400, "bad_request", "mode"},
+        {"PUT", "/v1/policies/p",
+         "{\"placement\": {\"agents\": [\"e1\"]}, \"services\": [], "
+         "\"remediation\": {\"max_attempts\": 0}}",
+         400, "bad_request", "remediation.max_attempts"},
+        {"PUT", "/v1/policies/p",
+         "{\"placement\": {\"agents\": [\"e1\"]}, \"services\": [{\"name\": "
+         "\"web\", \"command\": [\"x\"], \"colour\": 1}]}",
+         400, "bad_request", NULL},
+        {"PUT", "/v1/policies/p", "[]", 400, "bad_request", "body"},
+    };
+    static const char *const yaml[] = {"Content-Type: application/yaml", NULL};
+    static const char *const yaml_doc =
+        "placement:\n  agents: [edge-1]\nmode: auto\nservices:\n"
+        "  - name: web\n    command: [/bin/sleep, 10]\n";
+    long status;
+    json_t *o;
+    size_t i;
+    size_t k;
+
+    up(f);
+    for (i = 0; i < 3; i++) {
+        for (k = 0; k < ARRAY_SIZE(cases); k++) {
+            char what[300];
+            json_t *err;
+            snprintf(what, sizeof what, "PUT %.200s on node %zu", cases[k].body,
+                     f->nodes[i]);
+            o = call(f, f->nodes[i], "PUT", cases[k].path, NULL, cases[k].body,
+                     &status);
+            err = json_object_get(o, "error");
+            if (cases[k].field == NULL) {
+                /* A service's own field: named by its path, whatever the
+                 * spec parser calls it. */
+                const char *field =
+                    json_string_value(json_object_get(err, "field"));
+                if (status != 400 || field == NULL ||
+                    strncmp(field, "services[0]", 11) != 0) {
+                    fail_body(what, status, o);
+                }
+            } else {
+                assert_error(what, o, status, cases[k].status, cases[k].code,
+                             cases[k].field);
+            }
+            json_decref(o);
+        }
+        o = call(f, f->nodes[i], "PUT", "/v1/policies/p", yaml, "a: [\n",
+                 &status);
+        assert_error("bad YAML", o, status, 400, "bad_request", "body");
+        json_decref(o);
+        o = call(f, f->nodes[i], "PUT", "/v1/policies/p", yaml, "- 1\n",
+                 &status);
+        assert_error("a YAML list", o, status, 400, "bad_request", "body");
+        json_decref(o);
+    }
+    for (i = 0; i < 3; i++) {
+        o = call(f, f->nodes[i], "GET", "/v1/policies/p", NULL, NULL, &status);
+        assert_error("nothing stored", o, status, 404, "not_found", "key");
+        json_decref(o);
+    }
+
+    /* YAML through a follower, stored as the JSON it means (command
+     * arguments stay strings). */
+    o = ok_call(f, f->nodes[2], "PUT", "/v1/policies/p", yaml, yaml_doc);
+    json_decref(o);
+    o = ok_call(f, f->nodes[1], "GET", "/v1/policies/p", NULL, NULL);
+    {
+        json_t *svc = json_array_get(
+            json_object_get(json_object_get(o, "value"), "services"), 0);
+        json_t *cmd = json_object_get(svc, "command");
+        assert_string_equal(json_string_value(json_array_get(cmd, 1)), "10");
+        assert_string_equal(jstr(json_object_get(o, "value"), "mode"), "auto");
+    }
+    json_decref(o);
+    f->passed = true;
+}
+
 /* ------------------------------------------------------------------ */
 /* Incidents of a real agent.                                           */
 
@@ -1069,6 +1165,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(windows, setup, teardown),
         cmocka_unit_test_setup_teardown(incidents, setup, teardown),
         cmocka_unit_test_setup_teardown(views, setup, teardown),
+        cmocka_unit_test_setup_teardown(policy_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(incident_lifecycle, setup_agent,
                                         teardown_agent),
     };
