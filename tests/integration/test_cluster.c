@@ -112,8 +112,10 @@ static json_t *put(struct fixture *f,
                    char **resp_headers)
 {
     char path[512];
+    char doc[4096];
     snprintf(path, sizeof path, "/v1/policies/%s", key);
-    return test_cluster_call(&f->c, i, "PUT", path, headers, body, status,
+    return test_cluster_call(&f->c, i, "PUT", path, headers,
+                             test_policy_doc(body, doc, sizeof doc), status,
                              resp_headers);
 }
 
@@ -285,7 +287,7 @@ static void write_through_follower(void **state)
     assert_non_null(o);
     assert_int_equal(status, 200);
     assert_string_equal(jstr(o, "key"), key);
-    assert_json_equal(json_object_get(o, "value"),
+    assert_json_equal(test_policy_meta(o),
                       "{\"image\": \"web:1.2\", \"replicas\": 3}");
     assert_int_equal(jint(o, "revision"), rev);
     assert_int_equal(jint(o, "created_index"), rev);
@@ -300,7 +302,7 @@ static void write_through_follower(void **state)
     assert_non_null(o);
     assert_int_equal(status, 200);
     assert_int_equal(jint(o, "revision"), rev);
-    assert_json_equal(json_object_get(o, "value"),
+    assert_json_equal(test_policy_meta(o),
                       "{\"image\": \"web:1.2\", \"replicas\": 3}");
     assert_true(test_http_header(hdrs, "X-Rems-Index", h, sizeof h));
     assert_true(strtoll(h, NULL, 10) >= rev);
@@ -373,7 +375,7 @@ static void compare_and_set(void **state)
     o = get(f, f->f2, key, false, &status, NULL);
     assert_int_equal(status, 200);
     assert_int_equal(jint(o, "revision"), r2);
-    assert_json_equal(json_object_get(o, "value"), "{\"v\": 2}");
+    assert_json_equal(test_policy_meta(o), "{\"v\": 2}");
     json_decref(o);
 
     /* Delete with a wrong If-Match, then for real. */
@@ -429,7 +431,7 @@ static void request_id_idempotent(void **state)
     o = get(f, f->leader.index, "idem/k", false, &status, NULL);
     assert_int_equal(status, 200);
     assert_int_equal(jint(o, "revision"), rev);
-    assert_json_equal(json_object_get(o, "value"), "{\"first\": true}");
+    assert_json_equal(test_policy_meta(o), "{\"first\": true}");
     json_decref(o);
     f->passed = true;
 }
@@ -481,7 +483,7 @@ static void list_pagination(void **state)
             json_t *it = json_array_get(items, k);
             snprintf(key, sizeof key, "page/k%02d", seen);
             assert_string_equal(jstr(it, "key"), key);
-            assert_int_equal(jint(json_object_get(it, "value"), "n"), seen);
+            assert_int_equal(jint(test_policy_meta(it), "n"), seen);
             assert_true(jint(it, "revision") > 0);
             seen++;
         }
@@ -643,7 +645,7 @@ static void bad_requests(void **state)
                                 "good/k");
             assert_int_equal(jint(json_array_get(items, 0), "revision"), rev);
             assert_json_equal(
-                json_object_get(json_array_get(items, 0), "value"),
+                test_policy_meta(json_array_get(items, 0)),
                 "{\"keep\": \"me\"}");
             json_decref(o);
         }

@@ -83,11 +83,14 @@ static int64_t
 put_ok(struct fixture *f, size_t i, const char *key, const char *body)
 {
     char path[256];
+    char doc[4096];
     long status;
     int64_t rev;
     json_t *o;
     snprintf(path, sizeof path, "/v1/policies/%s", key);
-    o = test_cluster_call(&f->c, i, "PUT", path, NULL, body, &status, NULL);
+    o = test_cluster_call(&f->c, i, "PUT", path, NULL,
+                          test_policy_doc(body, doc, sizeof doc), &status,
+                          NULL);
     if (status != 200) {
         dump_answer(path, status, o);
     }
@@ -438,9 +441,10 @@ static void paused_leader_resumes(void **state)
     /* Right after waking up it may still think it leads. */
     {
         long status;
-        json_t *o =
-            test_cluster_call(&f->c, old, "PUT", "/v1/policies/paused/w", NULL,
-                              "{\"w\": 1}", &status, NULL);
+        char doc[256];
+        json_t *o = test_cluster_call(
+            &f->c, old, "PUT", "/v1/policies/paused/w", NULL,
+            test_policy_doc("{\"w\": 1}", doc, sizeof doc), &status, NULL);
         if (status == 200) {
             acked = (int64_t)json_integer_value(json_object_get(o, "revision"));
         } else {
@@ -474,6 +478,7 @@ static void paused_leader_resumes(void **state)
 static void assert_write_refused(struct fixture *f, size_t i, const char *key)
 {
     char path[256];
+    char doc[256];
     char *hdrs = NULL;
     char h[64];
     long status;
@@ -483,7 +488,8 @@ static void assert_write_refused(struct fixture *f, size_t i, const char *key)
     json_t *o;
 
     snprintf(path, sizeof path, "/v1/policies/%s", key);
-    o = test_cluster_call(&f->c, i, "PUT", path, NULL, "{\"lost\": true}",
+    o = test_cluster_call(&f->c, i, "PUT", path, NULL,
+                          test_policy_doc("{\"lost\": true}", doc, sizeof doc),
                           &status, &hdrs);
     took = test_now_ms() - t0;
     if (status != 503) {
@@ -533,7 +539,7 @@ static void check_no_quorum(struct fixture *f, size_t survivor, int64_t rev)
                           &status, &hdrs);
     assert_int_equal(status, 200);
     assert_int_equal(jint(o, "revision"), rev);
-    assert_int_equal(jint(json_object_get(o, "value"), "v"), 1);
+    assert_int_equal(jint(test_policy_meta(o), "v"), 1);
     assert_true(test_http_header(hdrs, "X-Rems-Index", h, sizeof h));
     assert_true(strtoll(h, NULL, 10) >= rev);
     json_decref(o);

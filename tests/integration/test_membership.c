@@ -125,11 +125,14 @@ static int64_t
 put_ok(struct fixture *f, size_t i, const char *key, const char *body)
 {
     char path[256];
+    char doc[4096];
     long status;
     int64_t rev;
     json_t *o;
     snprintf(path, sizeof path, "/v1/policies/%s", key);
-    o = test_cluster_call(&f->c, i, "PUT", path, NULL, body, &status, NULL);
+    o = test_cluster_call(&f->c, i, "PUT", path, NULL,
+                          test_policy_doc(body, doc, sizeof doc), &status,
+                          NULL);
     if (status != 200) {
         char *text = o != NULL ? json_dumps(o, 0) : NULL;
         fprintf(stderr, "PUT %s on node %zu: %ld %s\n", key, i + 1, status,

@@ -260,8 +260,10 @@ static void data_dir_in_use(void **state)
     /* The running node did not notice. */
     {
         long status;
-        json_t *o = test_cluster_call(&f->c, 0, "PUT", "/v1/policies/still",
-                                      NULL, "{\"ok\": 1}", &status, NULL);
+        char doc[256];
+        json_t *o = test_cluster_call(
+            &f->c, 0, "PUT", "/v1/policies/still", NULL,
+            test_policy_doc("{\"ok\": 1}", doc, sizeof doc), &status, NULL);
         assert_int_equal(status, 200);
         json_decref(o);
     }
@@ -275,12 +277,14 @@ static void node_id_mismatch(void **state)
 {
     struct fixture *f = *state;
     char peer[2 * TEST_ADDR_SIZE + 24];
+    char doc[256];
     long status;
     json_t *o;
 
     up(f);
     o = test_cluster_call(&f->c, 0, "PUT", "/v1/policies/mine", NULL,
-                          "{\"owner\": 1}", &status, NULL);
+                          test_policy_doc("{\"owner\": 1}", doc, sizeof doc),
+                          &status, NULL);
     assert_int_equal(status, 200);
     json_decref(o);
     assert_int_equal(test_proc_stop(&f->c.nodes[0].proc, 10000), 0);
@@ -329,7 +333,7 @@ static void node_id_mismatch(void **state)
                           &status, NULL);
     assert_int_equal(status, 200);
     assert_int_equal(json_integer_value(
-                         json_object_get(json_object_get(o, "value"), "owner")),
+                         json_object_get(test_policy_meta(o), "owner")),
                      1);
     json_decref(o);
     f->passed = true;

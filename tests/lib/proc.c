@@ -919,3 +919,28 @@ test_cluster_other(const struct test_cluster *c, size_t not_a, size_t not_b)
     }
     return SIZE_MAX;
 }
+
+/* ------------------------------------------------------------------ */
+/* Policies as plain values.                                            */
+
+#define POLICY_DOC_HEAD                                                        \
+    "{\"placement\":{\"agents\":[\"none\"]},\"services\":[],\"metadata\":"
+
+const char *test_policy_doc(const char *meta, char *out, size_t cap)
+{
+    int n;
+    if (meta == NULL || meta[0] != '{') {
+        return meta;
+    }
+    n = snprintf(out, cap, POLICY_DOC_HEAD "%s}", meta);
+    if (n < 0 || (size_t)n >= cap) {
+        fprintf(stderr, "test_policy_doc: %zu bytes are not enough\n", cap);
+        abort();
+    }
+    return out;
+}
+
+json_t *test_policy_meta(json_t *o)
+{
+    return json_object_get(json_object_get(o, "value"), "metadata");
+}

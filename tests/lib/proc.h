@@ -265,4 +265,22 @@ bool test_cluster_wait_leader(struct test_cluster *c,
 size_t
 test_cluster_other(const struct test_cluster *c, size_t not_a, size_t not_b);
 
+/* ------------------------------------------------------------------ */
+/* Policies as plain values.                                            */
+
+/* Room test_policy_doc() needs beyond the metadata's text. */
+#define TEST_POLICY_DOC_EXTRA 96
+
+/* A valid policy document that places nothing (agent "none") and carries
+ * @meta, the text of a JSON object, as its metadata: tests that use
+ * policies as plain values put their value there. Text that does not start
+ * with '{' comes back as it is (tests of bad bodies). Writes into @out
+ * (@cap >= strlen(@meta) + TEST_POLICY_DOC_EXTRA) and returns it, or
+ * returns @meta. */
+const char *test_policy_doc(const char *meta, char *out, size_t cap);
+
+/* The metadata of a policy as GET /v1/policies/{key} (or an item of a
+ * list) shows it: @o.value.metadata (borrowed), or NULL. */
+json_t *test_policy_meta(json_t *o);
+
 #endif /* REMS_TESTS_LIB_PROC_H */
