@@ -256,7 +256,11 @@ int rollout_step(const struct rollout_input *in,
                     in->healthy_since_ms != 0 ? in->healthy_since_ms : now_ms;
                 passed = now_ms >= since && now_ms - since >= ro->health_gate_ms;
             }
-            if (g == GATE_FAILED || (!passed && age > ro->gate_timeout_ms)) {
+            /* In mode recommend a person deploys: the gate waits for them
+             * and never times out. */
+            if (g == GATE_FAILED ||
+                (!passed && age > ro->gate_timeout_ms &&
+                 in->target->mode == POLICY_MODE_AUTO)) {
                 out->gate_healthy = false; /* The gate is over. */
                 out->decision =
                     ro->auto_rollback ? ROLLOUT_ROLLBACK : ROLLOUT_HALT;

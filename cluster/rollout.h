@@ -23,7 +23,9 @@
  *             fails at once when one of them has a blocked drift, a
  *             failed_deployment or an unresolved_incident drift, or when
  *             more than rollout.gate_timeout_ms has passed since the stage
- *             started without the gate passing (healthy or not);
+ *             started without the gate passing (healthy or not) and the
+ *             policy is in mode auto (in mode recommend a person deploys,
+ *             and the gate waits for them);
  *             is healthy when none of them has any drift;
  *             passes once it has been healthy for rollout.health_gate_ms
  *             (since in.healthy_since_ms, which the caller keeps: 0 when

@@ -61,6 +61,7 @@ struct row {
     /* Input. */
     const char *placement; /* JSON; NULL: every agent */
     const char *rollout;   /* JSON; NULL: STD */
+    bool recommend;        /* mode recommend (default auto) */
     const char *agents;
     int stage;
     uint64_t batch;
@@ -173,16 +174,19 @@ static int cmp_drift(const void *a, const void *b)
     return c != 0 ? c : strcmp(x->service, y->service);
 }
 
-static void
-set_policy(struct fixture *f, const char *placement, const char *rollout)
+static void set_policy(struct fixture *f,
+                       const char *placement,
+                       const char *rollout,
+                       bool recommend)
 {
     char json[2048];
     int n = snprintf(json, sizeof json,
-                     "{\"placement\":%s,\"services\":["
+                     "{\"placement\":%s,\"mode\":\"%s\",\"services\":["
                      "{\"name\":\"web\",\"command\":[\"/bin/web\"]},"
                      "{\"name\":\"db\",\"command\":[\"/bin/db\"]}],"
                      "\"rollout\":%s}",
                      placement != NULL ? placement : "{\"selector\":{}}",
+                     recommend ? "recommend" : "auto",
                      rollout != NULL ? rollout : STD);
     assert_true(n > 0 && (size_t)n < sizeof json);
     policy_free(f->doc);
@@ -310,7 +314,7 @@ static void set_drifts(struct fixture *f, const char *spec)
 static void build(struct fixture *f, const struct row *r)
 {
     rollout_output_close(&f->out);
-    set_policy(f, r->placement, r->rollout);
+    set_policy(f, r->placement, r->rollout, r->recommend);
     set_agents(f, r->agents != NULL ? r->agents : "");
     set_reached(f, r->reached != NULL ? r->reached : "");
     set_drifts(f, r->drifts != NULL ? r->drifts : "");
@@ -902,6 +906,26 @@ static const struct row unhealthy_rows[] = {
      .now = 1000,
      .decision = WAIT,
      .healthy = true},
+    {.name = "gate: mode recommend, unhealthy past gate_timeout_ms: waits "
+             "(a person deploys)",
+     .recommend = true,
+     .agents = FIVE,
+     .stage = GATE,
+     .reached = "a1 a2",
+     .drifts = "a1/web=missing_service/required",
+     .started = 1000,
+     .now = 1000 + 900000,
+     .decision = WAIT,
+     .msg = {"waiting: web on a1: missing_service"}},
+    {.name = "gate: mode recommend, a blocked drift still fails at once",
+     .recommend = true,
+     .agents = FIVE,
+     .stage = GATE,
+     .reached = "a1 a2",
+     .drifts = "a1/web=unhealthy_service/blocked",
+     .now = 1000,
+     .decision = ROLLBACK,
+     .msg = {"gate of batch 0 failed", "web on a1"}},
 };
 
 static void gate_unhealthy(void **state)
@@ -1229,7 +1253,7 @@ static void walk(void **state)
     struct fixture *f = *state;
     uint64_t t = T0;
 
-    set_policy(f, NULL, PAUSE30);
+    set_policy(f, NULL, PAUSE30, false);
     set_agents(f, "a1 ~a6 a5 a4 a3 a2");
     set_reached(f, "");
     set_drifts(f, "");
