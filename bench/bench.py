@@ -26,6 +26,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+
+def policy_doc(meta):
+    """A valid policy document that places nothing (agent "none") and
+    carries @meta (JSON object bytes) as its metadata."""
+    return (b'{"placement":{"agents":["none"]},"services":[],"metadata":' +
+            meta + b'}')
+
 def free_ports(n):
     socks = []
     for _ in range(n):
@@ -155,7 +162,7 @@ def bench_get(remsd, seconds, runs):
             try:
                 lead = c.leader()
                 call(c.api[lead], "PUT", "/v1/policies/bench/get",
-                     body=b'{"a":1}')
+                     body=policy_doc(b'{"a":1}'))
                 f = [i for i in c.api if i != lead][0]
                 # Wait until the follower has applied the key.
                 for _ in range(500):
@@ -193,7 +200,8 @@ def bench_failover(remsd, runs, election, heartbeat):
         try:
             lead = c.leader()
             others = [i for i in c.api if i != lead]
-            call(c.api[lead], "PUT", "/v1/policies/f/warm", body=b'{"a":1}')
+            call(c.api[lead], "PUT", "/v1/policies/f/warm",
+                 body=policy_doc(b'{"a":1}'))
             t0 = time.monotonic()
             c.kill(lead)
             n = 0
@@ -201,7 +209,8 @@ def bench_failover(remsd, runs, election, heartbeat):
                 n += 1
                 try:
                     st, _ = call(c.api[others[n % 2]], "PUT",
-                                 "/v1/policies/f/after", body=b'{"a":2}',
+                                 "/v1/policies/f/after",
+                                 body=policy_doc(b'{"a":2}'),
                                  headers={"X-Rems-Request-Id": "fo-%d" % run},
                                  timeout=2)
                     if st == 200:

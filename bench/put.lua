@@ -1,4 +1,5 @@
--- wrk script: PUT a small policy under a unique key per request.
+-- wrk script: PUT a small policy (placing nothing, the payload in its
+-- metadata) under a unique key per request.
 -- Keys cycle over KEYS distinct names so the state stays bounded.
 local keys = tonumber(os.getenv("REMS_BENCH_KEYS") or "10000")
 local counter = 0
@@ -19,5 +20,6 @@ request = function()
   local key = string.format("bench/t%d/k%d", thread_id, counter % keys)
   return wrk.format("PUT", "/v1/policies/" .. key,
     {["Content-Type"] = "application/json"},
-    '{"image":"bench:1","replicas":3,"n":' .. counter .. '}')
+    '{"placement":{"agents":["none"]},"services":[],' ..
+    '"metadata":{"image":"bench:1","replicas":3,"n":' .. counter .. '}}')
 end

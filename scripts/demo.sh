@@ -173,15 +173,26 @@ for id in 1 2 3; do [ "$id" != "$leader" ] && followers+=("$id"); done
 f1=${followers[0]}
 f2=${followers[1]}
 
-step "write a policy through follower node $f1 (YAML in, JSON stored)"
+step "write a policy through follower node $f1 (YAML in, checked, JSON stored)"
 cat >"$work/policy.yaml" <<'YAML'
-service: web
-image: registry.local/web:1.4.2
-agents: {labels: {site: lab}}
-restart: {policy: permanent, backoff_ms: 500}
+description: the lab's web service
+placement:
+  selector: {match_labels: {site: lab}}
+mode: recommend
+services:
+  - name: web
+    command: [/bin/sh, -c, "while :; do sleep 1; done"]
+    stop_timeout_ms: 2000
+    criticality: critical
 YAML
+"$remsctl" policy validate "$work/policy.yaml"
 "$remsctl" --endpoints "$(api "$f1")" --user demo --reason "first rollout" \
     policy put site/lab/web -f "$work/policy.yaml"
+
+step "the reconciler's view (mode recommend: it reports, it does not act)"
+sleep 3
+"$remsctl" --endpoints "$(api "$f1")" summary
+"$remsctl" --endpoints "$(api "$f1")" recommendations
 
 step "linearizable read through the other follower, node $f2"
 "$remsctl" --endpoints "$(api "$f2")" policy get site/lab/web

@@ -24,6 +24,7 @@ from . import agents as agentsmod
 from . import checkers
 from . import net as netmod
 from .nodes import Cluster
+from .workloads import policy_doc
 
 SCENARIOS = ("config-stuck", "join-spare", "heal-latency", "restart-index",
              "late-command")
@@ -72,7 +73,8 @@ class Scenario:
 
     def put(self, node, k, timeout=5):
         return self.c.call(node, "PUT", "/v1/policies/scenario/%d" % k,
-                           body={"v": k}, timeout=timeout).status
+                           body=policy_doc({"v": k}),
+                           timeout=timeout).status
 
     def start(self):
         self.net.setup()
@@ -172,7 +174,7 @@ class Scenario:
         others = [x for x in c.nodes if x is not t]
         for k in range(300):
             c.call(leader, "PUT", "/v1/policies/scenario/pad%d" % k,
-                   body={"pad": "x" * 2000})
+                   body=policy_doc({"pad": "x" * 2000}))
         r = c.call(leader, "DELETE", "/v1/members/%d" % t.id, timeout=10)
         self.log("removed %s: %s" % (t.name, r.status))
         c.stop(t)

@@ -55,6 +55,20 @@ class Counters:
             return dict(self.c)
 
 
+def policy_doc(meta):
+    """A valid policy document that places nothing (agent "none") and
+    carries @meta, the workload's value, as its metadata."""
+    return {"placement": {"agents": ["none"]}, "services": [],
+            "metadata": meta}
+
+
+def policy_meta(body):
+    """The metadata (the workload's value) of a GET /v1/policies answer."""
+    v = body.get("value") if isinstance(body, dict) else None
+    m = v.get("metadata") if isinstance(v, dict) else None
+    return m if isinstance(m, dict) else None
+
+
 def _err(r):
     if r.status is None:
         return ("connect: " if r.phase == "connect" else "") + r.error
@@ -178,8 +192,8 @@ class RegisterClient(Client):
     def _value(r):
         """(ok, value, revision) from a GET answer."""
         if r.status == 200 and isinstance(r.body, dict):
-            v = r.body.get("value")
-            return True, (v.get("v") if isinstance(v, dict) else None), \
+            v = policy_meta(r.body)
+            return True, (v.get("v") if v is not None else None), \
                 r.body.get("revision")
         if r.status == 404 and r.error_code() == "not_found":
             return True, None, 0
@@ -214,8 +228,9 @@ class RegisterClient(Client):
         h = {"X-Rems-Request-Id": self.request_id(), "X-Rems-User": "jepsen"}
         if if_match is not None:
             h["If-Match"] = str(if_match)
-        return self.cluster.call(node, "PUT", self.path(key), body={"v": v},
-                                 headers=h, timeout=self.opts.timeout)
+        return self.cluster.call(node, "PUT", self.path(key),
+                                 body=policy_doc({"v": v}), headers=h,
+                                 timeout=self.opts.timeout)
 
     def _put_outcome(self, inv, r, value):
         if r.status == 200:
@@ -275,7 +290,7 @@ class SetClient(Client):
             r = self.cluster.call(node, "GET", self.path,
                                   timeout=self.opts.timeout)
             if r.status == 200 and isinstance(r.body, dict):
-                val = r.body.get("value") or {}
+                val = policy_meta(r.body) or {}
                 elems = list(val.get("elems", []))
                 rev = r.body.get("revision")
             elif r.status == 404 and r.error_code() == "not_found":
@@ -291,7 +306,8 @@ class SetClient(Client):
             h = {"X-Rems-Request-Id": self.request_id(),
                  "X-Rems-User": "jepsen", "If-Match": str(rev)}
             w = self.cluster.call(node, "PUT", self.path,
-                                  body={"elems": elems}, headers=h,
+                                  body=policy_doc({"elems": elems}),
+                                  headers=h,
                                   timeout=self.opts.timeout)
             if w.status == 200:
                 self.complete(inv, "ok", elem)
@@ -512,8 +528,8 @@ class FinalReader:
 
                 def dec(r):
                     if r.status == 200 and isinstance(r.body, dict):
-                        v = r.body.get("value")
-                        return v.get("v") if isinstance(v, dict) else None
+                        v = policy_meta(r.body)
+                        return v.get("v") if v is not None else None
                     return None
                 out[(node.name, key)] = self._op(
                     "read", node, key, path, deadline, dec)
@@ -526,7 +542,7 @@ class FinalReader:
         "errors": [...]}."""
         def dec(r):
             if r.status == 200 and isinstance(r.body, dict):
-                return sorted((r.body.get("value") or {}).get("elems", []))
+                return sorted((policy_meta(r.body) or {}).get("elems", []))
             return []
         res = {"linearizable": {}, "stale": {}, "errors": []}
         path = "/v1/policies/" + SET_KEY
