@@ -204,6 +204,16 @@ struct policy_box {
     struct policy_arena arena;
 };
 
+
+/* Release what json_dumps() returned, with jansson's own free function
+ * (a program may have installed its allocator with json_set_alloc_funcs). */
+static void jfree(char *text)
+{
+    json_free_t f = NULL;
+    json_get_alloc_funcs(NULL, &f);
+    (f != NULL ? f : free)(text);
+}
+
 static int fail(struct parse *ps, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -890,7 +900,7 @@ static int parse_service(struct parse *ps,
     }
     rv = sup_spec_parse_json(text, strlen(text), &svc->spec, msg);
     if (rv != 0) {
-        free(text);
+        jfree(text);
         if (rv == REMS_ENOMEM) {
             return oom(ps);
         }
@@ -901,7 +911,7 @@ static int parse_service(struct parse *ps,
     }
     svc->manifest_len = strlen(text);
     svc->manifest = policy__arena_strndup(ps->arena, text, svc->manifest_len);
-    free(text);
+    jfree(text);
     if (svc->manifest == NULL) {
         return oom(ps);
     }
@@ -1220,7 +1230,7 @@ static int parse_document(struct parse *ps, const json_t *root)
             return oom(ps);
         }
         ps->p->metadata = policy__arena_strdup(ps->arena, text);
-        free(text);
+        jfree(text);
         if (ps->p->metadata == NULL) {
             return oom(ps);
         }
@@ -1524,7 +1534,7 @@ int policy_render_json(const struct policy *p,
     }
     /* Into the rems heap, so that the caller frees it with rems_free(). */
     copy = rems_strdup(text);
-    free(text);
+    jfree(text);
     if (copy == NULL) {
         rv = REMS_ENOMEM;
         goto err_after_root;
