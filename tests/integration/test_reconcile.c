@@ -116,10 +116,13 @@ static int setup(void **state)
 
     for (i = 0; i < N_AGENTS; i++) {
         struct agent *a = &f->agents[i];
-        snprintf(a->id, sizeof a->id, "edge-%zu", i + 1);
-        snprintf(a->dir, sizeof a->dir, "%s/%s", f->c.dir, a->id);
-        snprintf(a->config, sizeof a->config, "%s/%s.yaml", f->c.dir, a->id);
-        snprintf(a->log, sizeof a->log, "%s/%s.log", f->c.dir, a->id);
+        char id[16];
+        /* From a local copy: the compiler cannot tell a's fields apart. */
+        snprintf(id, sizeof id, "edge-%zu", i + 1);
+        memcpy(a->id, id, sizeof id);
+        snprintf(a->dir, sizeof a->dir, "%s/%s", f->c.dir, id);
+        snprintf(a->config, sizeof a->config, "%s/%s.yaml", f->c.dir, id);
+        snprintf(a->log, sizeof a->log, "%s/%s.log", f->c.dir, id);
         fp = fopen(a->config, "w");
         assert_non_null(fp);
         fprintf(fp, "id: %s\nendpoints:\n", a->id);
