@@ -272,6 +272,8 @@ enum ctl_opt {
     OPT_DAYS,
     OPT_START,
     OPT_DURATION,
+    OPT_REVISION,
+    OPT_DOCUMENTS,
     OPT_NR
 };
 
@@ -328,6 +330,8 @@ static const struct opt_spec opt_specs[OPT_NR] = {
     [OPT_TO] = {"to", '\0', true},
     [OPT_DAYS] = {"days", '\0', true},
     [OPT_START] = {"start", '\0', true},
+    [OPT_REVISION] = {"revision", '\0', true},
+    [OPT_DOCUMENTS] = {"documents", '\0', false},
     [OPT_DURATION] = {"duration", '\0', true},
 };
 
@@ -367,6 +371,12 @@ enum ctl_cmd {
     CMD_WINDOW_SHOW,
     CMD_WINDOW_SET,
     CMD_WINDOW_DELETE,
+    CMD_ROLLOUT_LIST,
+    CMD_ROLLOUT_SHOW,
+    CMD_ROLLOUT_PAUSE,
+    CMD_ROLLOUT_RESUME,
+    CMD_ROLLOUT_ABORT,
+    CMD_ROLLOUT_ROLLBACK,
     CMD_NR
 };
 
@@ -391,6 +401,11 @@ struct ctl_command {
 
 #define ROLE_HELP                                                              \
     "  --role ROLE         voter, standby or spare (default voter)\n"
+
+#define ROLLOUT_REVISION_HELP                                                  \
+    "Options:\n"                                                               \
+    "  --revision N        only if the rollout is of policy revision N (so\n"  \
+    "                      an operation never hits a newer rollout)\n"
 
 static const struct ctl_command commands[CMD_NR] = {
     {CMD_STATUS, NULL, "status", "status", "", "", 0, 0, 0, false,
@@ -686,6 +701,45 @@ static const struct ctl_command commands[CMD_NR] = {
      "  --start HH:MM       weekly: the start, UTC\n"
      "  --duration DURATION weekly: how long, such as 90m or 4h (at most\n"
      "                      a week)\n"},
+    {CMD_ROLLOUT_LIST, "rollout", "list", "rollout list", "",
+     "[--limit N] [--after KEY] [--all] [--stale]", 0, 0,
+     OPT_BIT(OPT_LIMIT) | OPT_BIT(OPT_AFTER) | OPT_BIT(OPT_ALL) |
+         OPT_BIT(OPT_STALE),
+     false, "List policy rollouts",
+     "List the rollouts of the policies (the last one of each key) in key\n"
+     "order: state, stage, batch, agents reached, why.\n\n"
+     "Options:\n"
+     "  --limit N           rollouts per page, 1-1000 (server default 100)\n"
+     "  --after KEY         start after policy KEY\n"
+     "  --all               fetch every page, not just the first\n"
+     "  --stale             answer from the node's own store\n"},
+    {CMD_ROLLOUT_SHOW, "rollout", "show", "rollout show", "KEY",
+     "[--documents] [--stale]", 1, 1,
+     OPT_BIT(OPT_DOCUMENTS) | OPT_BIT(OPT_STALE), false,
+     "Show the rollout of a policy",
+     "Show the rollout of policy KEY: state, stage, batch, the agents\n"
+     "reached, times, why and who.\n\n"
+     "Options:\n"
+     "  --documents         also the target and previous documents\n"
+     "  --stale             answer from the node's own store\n"},
+    {CMD_ROLLOUT_PAUSE, "rollout", "pause", "rollout pause", "KEY",
+     "[--revision N]", 1, 1, OPT_BIT(OPT_REVISION), true, "Pause a rollout",
+     "Pause the running rollout of policy KEY: nothing advances, the agents\n"
+     "keep what they have.\n\n" ROLLOUT_REVISION_HELP},
+    {CMD_ROLLOUT_RESUME, "rollout", "resume", "rollout resume", "KEY",
+     "[--revision N]", 1, 1, OPT_BIT(OPT_REVISION), true, "Resume a rollout",
+     "Resume the paused rollout of policy KEY; its stage's clock\n"
+     "restarts.\n\n" ROLLOUT_REVISION_HELP},
+    {CMD_ROLLOUT_ABORT, "rollout", "abort", "rollout abort", "KEY",
+     "[--revision N]", 1, 1, OPT_BIT(OPT_REVISION), true, "Abort a rollout",
+     "Abort the rollout of policy KEY: every agent gets the previous\n"
+     "document again; the policy keeps the new one.\n\n" ROLLOUT_REVISION_HELP},
+    {CMD_ROLLOUT_ROLLBACK, "rollout", "rollback", "rollout rollback", "KEY",
+     "[--revision N]", 1, 1, OPT_BIT(OPT_REVISION), true,
+     "Roll a policy back to its previous revision",
+     "Roll the rollout of policy KEY back: the policy is written back to\n"
+     "the previous document at a new revision (a new policy is deleted),\n"
+     "and every agent gets it.\n\n" ROLLOUT_REVISION_HELP},
     {CMD_WINDOW_DELETE, "window", "delete", "window delete", "NAME", "", 1, 1,
      0, true, "Delete a maintenance window",
      "Delete maintenance window NAME.\n"},
@@ -769,6 +823,8 @@ struct ctl_args {
     const char *days; /* --days, --start, --duration: weekly windows. */
     const char *start;
     uint64_t duration_minutes;
+    uint64_t revision; /* --revision of rollout operations; 0: none. */
+    bool documents;    /* --documents of rollout show. */
 };
 
 static void ctl_args_close(struct ctl_args *a)
@@ -1175,6 +1231,15 @@ static int store_option(struct ctl_args *a,
             }
             a->has_if_match = true;
             break;
+        case OPT_REVISION:
+            if (rems_parse_u64(value, &a->revision) != 0 || a->revision == 0) {
+                rems_errmsgf(errmsg,
+                             "invalid revision '%s' (expected a positive "
+                             "integer)",
+                             value);
+                return REMS_EINVAL;
+            }
+            break;
         case OPT_PREFIX:
             a->prefix = value;
             break;
@@ -1316,6 +1381,9 @@ static int store_option(struct ctl_args *a,
             break;
         case OPT_FORCE:
             a->force = true;
+            break;
+        case OPT_DOCUMENTS:
+            a->documents = true;
             break;
         case OPT_NR:
             REMS_ASSERT(false);
@@ -3914,6 +3982,70 @@ static int render_window(FILE *out, const json_t *answer)
     return rv;
 }
 
+static int render_rollout_list(FILE *out, const json_t *items)
+{
+    static const char *const headers[] = {"KEY",     "STATE",  "STAGE",
+                                          "BATCH",   "REACHED", "REVISION",
+                                          "MESSAGE"};
+    static const char *const keys[] = {"key",        "state",
+                                       "stage",      "batch",
+                                       "n_reached",  "target_revision",
+                                       "message"};
+    struct table t;
+    const json_t *item;
+    size_t i;
+    size_t k;
+    int rv;
+
+    table_init(&t, REMS_ARRAY_SIZE(headers));
+    rv = table_headers(&t, headers);
+    json_array_foreach(items, i, item)
+    {
+        for (k = 0; k < REMS_ARRAY_SIZE(keys) && rv == 0; k++) {
+            rv = table_add_field(&t, item, keys[k]);
+        }
+    }
+    if (rv == 0) {
+        table_print(&t, out);
+    }
+    table_close(&t);
+    return rv;
+}
+
+static int render_rollout(FILE *out, const json_t *answer)
+{
+    static const char *const fields[][2] = {
+        {"key:", "key"},
+        {"state:", "state"},
+        {"stage:", "stage"},
+        {"batch:", "batch"},
+        {"revision:", "target_revision"},
+        {"previous:", "previous_revision"},
+        {"reached:", "reached"},
+        {"started:", "started_ms"},
+        {"stage since:", "stage_started_ms"},
+        {"finished:", "finished_ms"},
+        {"message:", "message"},
+        {"requested by:", "requested_by"},
+        {"rollback rev:", "rollback_revision"},
+    };
+    size_t i;
+    int rv = 0;
+
+    for (i = 0; i < REMS_ARRAY_SIZE(fields) && rv == 0; i++) {
+        rv = field_print(out, fields[i][0],
+                         json_object_get(answer, fields[i][1]));
+    }
+    if (rv == 0 && json_object_get(answer, "target") != NULL) {
+        rv = field_print(out, "target:", json_object_get(answer, "target"));
+    }
+    if (rv == 0 && json_object_get(answer, "previous") != NULL) {
+        rv = field_print(out, "previous doc:",
+                         json_object_get(answer, "previous"));
+    }
+    return rv;
+}
+
 static int render_window_delete(FILE *out, const json_t *answer)
 {
     struct buf b = {0};
@@ -5319,6 +5451,52 @@ static int run_incident_update(struct ctl *c)
     return rv;
 }
 
+static int run_rollout_op(struct ctl *c)
+{
+    static const char *const ops[] = {
+        [CMD_ROLLOUT_PAUSE - CMD_ROLLOUT_PAUSE] = "pause",
+        [CMD_ROLLOUT_RESUME - CMD_ROLLOUT_PAUSE] = "resume",
+        [CMD_ROLLOUT_ABORT - CMD_ROLLOUT_PAUSE] = "abort",
+        [CMD_ROLLOUT_ROLLBACK - CMD_ROLLOUT_PAUSE] = "rollback",
+    };
+    const struct ctl_args *a = c->args;
+    struct buf path = {0};
+    json_t *body = json_object();
+    int rv;
+
+    if (body == NULL ||
+        !set_text(body, "op", ops[a->cmd->id - CMD_ROLLOUT_PAUSE]) ||
+        (a->revision != 0 &&
+         json_object_set_new(body, "revision",
+                             json_integer((json_int_t)a->revision)) != 0) ||
+        buf_printf(&path, "/v1/rollouts/%s", a->args[0]) != 0) {
+        json_decref(body);
+        buf_close(&path);
+        return oom_exit(c);
+    }
+    rv = run_change(c, "POST", path.data, body, render_rollout);
+    json_decref(body);
+    buf_close(&path);
+    return rv;
+}
+
+static int run_rollout_show(struct ctl *c)
+{
+    struct buf path = {0};
+    int rv;
+
+    if (buf_printf(&path, "/v1/rollouts/%s", c->args->args[0]) != 0 ||
+        query_add(&path, "documents", c->args->documents ? "true" : NULL) !=
+            0 ||
+        query_add(&path, "consistency", c->args->stale ? "stale" : NULL) != 0) {
+        rv = oom_exit(c);
+    } else {
+        rv = run_get(c, path.data, render_rollout);
+    }
+    buf_close(&path);
+    return rv;
+}
+
 static int run_override_set(struct ctl *c)
 {
     const struct ctl_args *a = c->args;
@@ -5589,6 +5767,22 @@ static int ctl_run(const struct ctl_args *a, const struct ctl_env *env)
             break;
         case CMD_WINDOW_DELETE:
             rv = run_window_delete(&c);
+            break;
+        case CMD_ROLLOUT_LIST: {
+            static const struct list_spec spec = {"/v1/rollouts", "rollouts",
+                                                  no_filters,
+                                                  render_rollout_list};
+            rv = run_list(&c, &spec);
+            break;
+        }
+        case CMD_ROLLOUT_SHOW:
+            rv = run_rollout_show(&c);
+            break;
+        case CMD_ROLLOUT_PAUSE:
+        case CMD_ROLLOUT_RESUME:
+        case CMD_ROLLOUT_ABORT:
+        case CMD_ROLLOUT_ROLLBACK:
+            rv = run_rollout_op(&c);
             break;
         default:
             REMS_ASSERT(false);

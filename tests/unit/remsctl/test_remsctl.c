@@ -2369,6 +2369,30 @@ static void parse_reconciler_commands(void **state)
     assert_int_equal(a.cmd->id, CMD_INCIDENT_RESOLVE);
     ctl_args_close(&a);
 
+    assert_int_equal(PARSE(f, &a, "rollout", "list", "--after", "site/a",
+                           "--all", "--stale"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_ROLLOUT_LIST);
+    assert_false(a.cmd->write);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "rollout", "show", "site/a/web",
+                           "--documents"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_ROLLOUT_SHOW);
+    assert_true(a.documents);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "rollout", "rollback", "site/a/web",
+                           "--revision", "17", "--reason", "bad canary"),
+                     0);
+    assert_int_equal(a.cmd->id, CMD_ROLLOUT_ROLLBACK);
+    assert_true(a.cmd->write);
+    assert_int_equal(a.revision, 17);
+    ctl_args_close(&a);
+    assert_int_equal(PARSE(f, &a, "rollout", "pause", "k"), 0);
+    assert_int_equal(a.cmd->id, CMD_ROLLOUT_PAUSE);
+    assert_int_equal(a.revision, 0);
+    ctl_args_close(&a);
+
     assert_int_equal(PARSE(f, &a, "override", "set", "service", "web",
                            "--agent", "edge-1", "--for", "1h30m"),
                      0);
@@ -2447,6 +2471,13 @@ static void parse_reconciler_usage_errors(void **state)
         {{"incident", "show", "0"},
          "invalid incident id '0' (expected a positive integer)"},
         {{"incident", "ack"}, "missing arguments (expected ID)"},
+        {{"rollout", "pause"}, "missing arguments (expected KEY)"},
+        {{"rollout", "abort", "k", "--revision", "0"},
+         "invalid revision '0' (expected a positive integer)"},
+        {{"rollout", "resume", "k", "--documents"},
+         "option '--documents' is not valid for 'rollout resume'"},
+        {{"rollout", "show", "k", "--revision", "3"},
+         "option '--revision' is not valid for 'rollout show'"},
         {{"incident", "resolve", "4", "--stale"},
          "option '--stale' is not valid for 'incident resolve'"},
         {{"override", "set", "planet", "x"},
