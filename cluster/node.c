@@ -679,11 +679,20 @@ int cluster_node_start(uv_loop_t *loop,
         &n->transport,
         cfg->election_timeout_ms * 2 > 1000 ? cfg->election_timeout_ms * 2
                                             : 1000);
-    rv = raft_uv_init(&n->io, loop, path, &n->transport);
+    /* Only a node that runs with fault_injection pays for the wrapper. */
+    if (cfg->fault_injection) {
+        rv = cluster__faults_open(loop, &n->transport, &n->faults, errmsg);
+        if (rv != 0) {
+            goto err_after_transport;
+        }
+    }
+    rv = raft_uv_init(&n->io, loop, path,
+                      n->faults != NULL ? cluster__faults_transport(n->faults)
+                                        : &n->transport);
     if (rv != 0) {
         rems_errmsgf(errmsg, "raft storage %s: %s", path, n->io.errmsg);
         rv = cluster__raft_error(rv);
-        goto err_after_transport;
+        goto err_after_faults;
     }
     n->fsm.version = 1;
     n->fsm.data = n;
@@ -762,6 +771,8 @@ err_after_raft:
     /* fall through */
 err_after_io:
     raft_uv_close(&n->io);
+err_after_faults:
+    cluster__faults_free(n->faults);
 err_after_transport:
     raft_uv_tcp_close(&n->transport);
 err_after_storage:
@@ -787,6 +798,8 @@ static void raft_closed_cb(struct raft *r)
 {
     struct cluster_node *n = r->data;
     raft_uv_close(&n->io);
+    cluster__faults_free(n->faults);
+    n->faults = NULL;
     raft_uv_tcp_close(&n->transport);
     n->raft_closed = true;
     cluster__stop_continue(n);

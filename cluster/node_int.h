@@ -16,6 +16,9 @@ struct cluster_node {
     int lock_fd;
     struct storage *storage;
     struct raft_uv_transport transport;
+    /* The wrapper raft_uv is given instead of @transport when the node runs
+     * with fault_injection (faults.c); NULL otherwise. */
+    struct cluster_faults *faults;
     struct raft_io io;
     struct raft_fsm fsm;
     struct raft raft;
@@ -110,6 +113,18 @@ void cluster__reconciler_start(struct cluster_node *n);
 void cluster__reconciler_close(struct cluster_node *n);
 bool cluster__reconciler_idle(struct cluster_node *n);
 void cluster__reconciler_free(struct cluster_node *n);
+
+/* Fault injection (faults.c). open wraps @inner (raft_uv_tcp, initialised;
+ * borrowed, and its data field is taken) in a transport for raft_uv_init(),
+ * returned by cluster__faults_transport(). free releases it once raft_uv
+ * has closed it (or never started it); NULL is a no-op. */
+struct cluster_faults;
+int cluster__faults_open(uv_loop_t *loop,
+                         struct raft_uv_transport *inner,
+                         struct cluster_faults **out,
+                         char *errmsg);
+struct raft_uv_transport *cluster__faults_transport(struct cluster_faults *f);
+void cluster__faults_free(struct cluster_faults *f);
 
 int cluster__forward_init(struct cluster_node *n, char *errmsg);
 void cluster__forward_close(struct cluster_node *n);
