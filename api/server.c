@@ -2721,6 +2721,8 @@ static void route(struct call *c)
             c->kind = CALL_COMMAND_CANCEL;
             api__do_write(c);
         }
+    } else if (strcmp(p, "/v1/faults") == 0) {
+        api__faults_serve(c);
     } else if (strcmp(p, "/v1/leadership/transfer") == 0) {
         json_t *o;
         json_t *id;

@@ -231,4 +231,11 @@ int api__reconcile_propose(struct call *c, char *errmsg);
 /* Append the reconciler's metrics to @b (Prometheus text). */
 void api__reconcile_metrics(struct call *c, struct rems_buf *b);
 
+/* ------------------------------------------------------------------ */
+/* faults_api.c                                                         */
+
+/* Answer @c, a call on /v1/faults: the node's own fault-injection switch,
+ * never forwarded (404 when the node runs without fault_injection). */
+void api__faults_serve(struct call *c);
+
 #endif /* REMS_API_SERVER_INT_H */
