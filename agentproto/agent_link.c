@@ -21,10 +21,11 @@
  *
  * Failures: a connection that fails at any step (resolution, TCP, TLS,
  * hello, a frame that breaks the protocol, an error frame, no
- * heartbeat_ack for min(3 intervals, lease TTL)) is closed and the next
- * attempt is planned: a redirect names the next target (after its
- * retry_after_ms, at most reconnect.max_ms); otherwise the next configured
- * endpoint, at once, until every endpoint failed once: then a round of
+ * heartbeat_ack for min(3 intervals, lease TTL) of the time the link was
+ * reading, see heard_until_ms()) is closed and the next attempt is
+ * planned: a redirect names the next target (after its retry_after_ms, at
+ * most reconnect.max_ms); otherwise the next configured endpoint, at
+ * once, until every endpoint failed once: then a round of
  * exponential backoff with jitter (reconnect.initial_ms doubling up to
  * reconnect.max_ms; the delay is drawn between half and all of it). A lost
  * session reconnects first to the same node after a randomised initial
@@ -274,6 +275,17 @@ static uint64_t receipt_ms(struct agent_link *l)
     uint64_t now = now_ms(l);
     return l->wait_prev_ms != 0 && l->wait_prev_ms < now ? l->wait_prev_ms
                                                          : now;
+}
+
+/* The moment up to which everything the node sent has been read: the
+ * start of the last wait for I/O, which returned whatever had arrived by
+ * then. The loop may have been busy since, in callbacks (a fence write
+ * that waits for a slow disk) or stopped, and then the timers of the next
+ * iteration run before the socket is read again: an answer may be waiting
+ * there unread, and that time must not count against the node. */
+static uint64_t heard_until_ms(struct agent_link *l, uint64_t now)
+{
+    return l->wait_cur_ms != 0 && l->wait_cur_ms < now ? l->wait_cur_ms : now;
 }
 
 /* xorshift64*: jitter only, so a weak generator will do. */
@@ -905,11 +917,15 @@ static void on_heartbeat_timer(uv_timer_t *t)
     struct proto_msg m = {0};
     struct rems_log_line line;
     uint64_t now = now_ms(l);
+    uint64_t heard = heard_until_ms(l, now);
 
     if (l->state != LINK_SESSION) {
         return;
     }
-    if (l->n_hb_out > 0 && now - l->hb_out[0].sent_ms >= l->hb_timeout_ms) {
+    /* Late only if the ack is missing from all that was read: judged by
+     * the time the node had, not by the time the loop was busy. */
+    if (l->n_hb_out > 0 && heard > l->hb_out[0].sent_ms &&
+        heard - l->hb_out[0].sent_ms >= l->hb_timeout_ms) {
         rems_log_begin(&line, REMS_LOG_WARN, "heartbeat_timeout");
         log_target(&line, l);
         rems_log_u64(&line, "seq", l->hb_out[0].seq);

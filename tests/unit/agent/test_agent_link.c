@@ -91,6 +91,10 @@ struct node {
     char redirect_to[64];
     uint64_t retry_after_ms;
     uint64_t hb_interval_ms;
+    /* When set, the next heartbeat's ack is followed by this long a stall
+     * of the loop (a busy agent: its fence write on a slow disk). */
+    uint64_t stall_ms;
+    int stalls;
     struct rec recs[MAX_RECS];
     size_t n_recs;
     int hellos;
@@ -427,6 +431,13 @@ node_on_read(struct tls_stream *s, int status, const char *data, size_t len)
                 out.heartbeat_ack.term = NODE_TERM;
                 out.heartbeat_ack.lease_remaining_ms = 1000;
                 node_send(c, &out);
+            }
+            if (n->stall_ms > 0) {
+                /* The loop is shared: the agent stalls too, its
+                 * heartbeat on the way, the ack not yet written. */
+                uv_sleep((unsigned)n->stall_ms);
+                n->stall_ms = 0;
+                n->stalls++;
             }
         } else if (m.type == PROTO_ERROR) {
             conn_close(c);
@@ -908,15 +919,50 @@ static void dead_man(void **state)
     assert_int_equal(f->fake.safe_states, 1);
 }
 
+static bool stalled(struct fixture *f)
+{
+    return f->nodes[0].stalls > 0;
+}
+
+static int heartbeats_mark;
+
+static bool five_more_heartbeats(struct fixture *f)
+{
+    return f->nodes[0].heartbeats >= heartbeats_mark + 5;
+}
+
+/* The loop is busy for longer than the heartbeat timeout (60 ms) while a
+ * heartbeat_ack is on its way, as when the fence write of a command waits
+ * for a slow disk. The timers run first after the stall, before the ack
+ * is read: that time is not the node's, and the session holds. */
+static void busy_loop_keeps_session(void **state)
+{
+    struct fixture *f = *state;
+
+    link_start(f);
+    run_until(f, has_session);
+    f->nodes[0].stall_ms = 300;
+    run_until(f, stalled);
+    heartbeats_mark = f->nodes[0].heartbeats;
+    run_until(f, five_more_heartbeats);
+    assert_int_equal(f->nodes[0].hellos, 1);
+    assert_true(has_session(f));
+}
+
 /* ------------------------------------------------------------------------
  * Commands
  * ------------------------------------------------------------------------ */
 
 static const char *waiting_for;
+static int hellos_before;
 
+/* Answered, or the connection was replaced: the fake node does not resend
+ * a command on the next connection as a leader would, so its answer will
+ * never come. */
 static bool answered(struct fixture *f)
 {
-    return answer(&f->nodes[0], waiting_for) != NULL;
+    return answer(&f->nodes[0], waiting_for) != NULL ||
+           f->nodes[0].hellos != hellos_before;
 }
 
 /* Send a command and wait for its answer. */
@@ -933,11 +979,16 @@ static const struct rec *command(struct fixture *f,
 
     send_command(&f->nodes[0], id, term, ttl, action, service, manifest);
     waiting_for = id;
+    hellos_before = f->nodes[0].hellos;
     for (;;) {
         run_until(f, answered);
         r = answer(&f->nodes[0], id);
-        if ((size_t)(r - f->nodes[0].recs) >= before) {
+        if (r != NULL && (size_t)(r - f->nodes[0].recs) >= before) {
             return r;
+        }
+        if (f->nodes[0].hellos != hellos_before) {
+            fail_msg("command %s: the agent reconnected, the answer is lost",
+                     id);
         }
         /* An older answer to the same id: wait for the new one. */
         f->nodes[0].recs[r - f->nodes[0].recs].id[0] = '\0';
@@ -1255,6 +1306,7 @@ int main(void)
         TEST(heartbeat_timeout),
         TEST(refusals),
         TEST(dead_man),
+        TEST(busy_loop_keeps_session),
         TEST(commands),
         TEST(fence_survives_restart),
         TEST(reports_after_reconnect),
