@@ -17,11 +17,7 @@ if [ "${REMS_TEST_QUICK:-0}" != 1 ]; then
     bash scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug \
         -DREMS_SANITIZE=address,undefined
     echo "== tests (ASan+UBSan)" >&2
-    # --repeat until-pass:2: test_agent_link sometimes waits in vain for a
-    # command's answer under ASan (a known bug, being investigated); a
-    # failure twice in a row still fails the run.
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-        ctest --test-dir build-asan --output-on-failure -j2 --timeout 900 \
-            --repeat until-pass:2
+        ctest --test-dir build-asan --output-on-failure -j2 --timeout 900
 fi
