@@ -499,7 +499,7 @@ int main(int argc, char **argv)
                     break;
                 case 2:
                     o.crash_after_ms = (unsigned)v;
-                    o.behaviour = SIMAGENTS_CRASH_AFTER;
+                    o.behaviour = SIMAGENTS_CRASH_LOOP;
                     break;
                 case 3:
                     o.restart_ms = (unsigned)v;

@@ -146,6 +146,18 @@ struct sim_service {
     uint64_t generation;
     uint64_t since_ms; /* wall clock */
     uint64_t next_ms;  /* Loop time of its next change; 0: none planned. */
+    bool health_pending; /* slow_health: healthy at next_ms */
+    bool up_after_stop;  /* hung_stop: a restart's stop; up at next_ms */
+};
+
+/* How the services of one agent behave (struct simagents_share, kept per
+ * agent). */
+struct sim_beh {
+    uint8_t kind; /* enum simagents_behaviour */
+    unsigned crash_after_ms;
+    unsigned restart_ms;
+    unsigned health_delay_ms;
+    unsigned stop_hang_ms;
 };
 
 /* One report item waiting to be sent. */
@@ -166,6 +178,8 @@ struct sim_cmd {
     uint64_t term;
     int action;
     int service; /* Index, or -1 for none. */
+    char service_name[PROTO_SERVICE_MAX + 1]; /* push_manifest of a new one */
+    unsigned ack_delay_ms;
     uint64_t ttl_ms;
     uint64_t receipt_mono_us;
     uint64_t receipt_wall_ms;
@@ -213,6 +227,11 @@ struct sim_agent {
 
     /* Services and the reports of their changes. */
     struct sim_service *svcs;
+    size_t n_svcs; /* o.n_services, plus those push_manifest added */
+    size_t cap_svcs;
+    /* Names of the services from o.n_services on (added by push). */
+    char (*extra_names)[PROTO_SERVICE_MAX + 1];
+    struct sim_beh beh;
     struct sim_item *queue; /* Ring of sa->report_queue items, lazily. */
     size_t q_head;
     size_t q_len;
@@ -552,16 +571,24 @@ static int add_ext(X509V3_CTX *ctx, X509 *x, int nid, const char *value)
     return ok;
 }
 
-/* The certificate of @id for @pkey, signed by @ca; NULL with @errmsg. */
-static X509 *cert_make(const struct simagents_ca *ca,
-                       const char *id,
-                       unsigned validity_s,
-                       EVP_PKEY *pkey,
-                       char *errmsg,
-                       int *rv)
+/* What a certificate says beyond its key. */
+struct cert_spec {
+    const char *cn;
+    const char *san;  /* the subjectAltName value, NULL for none */
+    const char *eku;  /* extendedKeyUsage, NULL for none */
+    bool is_ca;
+    unsigned validity_s;
+};
+
+/* A certificate for @pkey as @spec says, signed by @ca, or self-signed
+ * when @ca is NULL; NULL with @errmsg and *@rv. */
+static X509 *cert_build(const struct simagents_ca *ca,
+                        const struct cert_spec *spec,
+                        EVP_PKEY *pkey,
+                        char *errmsg,
+                        int *rv)
 {
     unsigned char serial[16];
-    char san[sizeof TLS_AGENT_URI_PREFIX + PROTO_ID_MAX + 8];
     X509V3_CTX ctx;
     BIGNUM *bn = NULL;
     X509 *x;
@@ -580,24 +607,33 @@ static X509 *cert_make(const struct simagents_ca *ca,
     BN_free(bn);
     ok = ok && X509_set_version(x, X509_VERSION_3) == 1;
     ok = ok && X509_gmtime_adj(X509_getm_notBefore(x), -300) != NULL;
-    ok = ok && X509_gmtime_adj(X509_getm_notAfter(x), (long)validity_s) != NULL;
+    ok = ok &&
+         X509_gmtime_adj(X509_getm_notAfter(x), (long)spec->validity_s) != NULL;
     ok = ok && X509_NAME_add_entry_by_txt(
-                   X509_get_subject_name(x), "CN", MBSTRING_ASC,
-                   (const unsigned char *)id, -1, -1, 0) == 1;
-    ok = ok && X509_set_issuer_name(x, X509_get_subject_name(ca->cert)) == 1;
+                   X509_get_subject_name(x), "CN", MBSTRING_UTF8,
+                   (const unsigned char *)spec->cn, -1, -1, 0) == 1;
+    ok = ok && X509_set_issuer_name(x, ca != NULL ? X509_get_subject_name(
+                                                        ca->cert)
+                                                  : X509_get_subject_name(x)) ==
+                   1;
     ok = ok && X509_set_pubkey(x, pkey) == 1;
     if (ok) {
         X509V3_set_ctx_nodb(&ctx);
-        X509V3_set_ctx(&ctx, ca->cert, x, NULL, NULL, 0);
-        snprintf(san, sizeof san, "URI:%s%s", TLS_AGENT_URI_PREFIX, id);
-        ok = add_ext(&ctx, x, NID_basic_constraints, "critical,CA:FALSE") &&
-             add_ext(&ctx, x, NID_key_usage, "critical,digitalSignature") &&
-             add_ext(&ctx, x, NID_ext_key_usage, "clientAuth") &&
-             add_ext(&ctx, x, NID_subject_alt_name, san) &&
+        X509V3_set_ctx(&ctx, ca != NULL ? ca->cert : x, x, NULL, NULL, 0);
+        ok = add_ext(&ctx, x, NID_basic_constraints,
+                     spec->is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE") &&
+             add_ext(&ctx, x, NID_key_usage,
+                     spec->is_ca ? "critical,keyCertSign,cRLSign"
+                                 : "critical,digitalSignature") &&
+             (spec->eku == NULL ||
+              add_ext(&ctx, x, NID_ext_key_usage, spec->eku)) &&
+             (spec->san == NULL ||
+              add_ext(&ctx, x, NID_subject_alt_name, spec->san)) &&
              add_ext(&ctx, x, NID_subject_key_identifier, "hash") &&
-             add_ext(&ctx, x, NID_authority_key_identifier, "keyid");
+             (ca == NULL ||
+              add_ext(&ctx, x, NID_authority_key_identifier, "keyid"));
     }
-    ok = ok && X509_sign(x, ca->key, EVP_sha256()) > 0;
+    ok = ok && X509_sign(x, ca != NULL ? ca->key : pkey, EVP_sha256()) > 0;
     if (!ok) {
         *rv = ossl_error("certificate", REMS_EINVAL, errmsg);
         X509_free(x);
@@ -627,12 +663,13 @@ static FILE *open_out(const char *path, mode_t mode)
     return fp;
 }
 
-int simagents_cert_mint(const struct simagents_ca *ca,
-                        const char *id,
-                        unsigned validity_s,
-                        const char *cert_path,
-                        const char *key_path,
-                        char *errmsg)
+/* Make a key and the certificate @spec says (signed by @ca, or
+ * self-signed), and write both as PEM. */
+static int mint(const struct simagents_ca *ca,
+                const struct cert_spec *spec,
+                const char *cert_path,
+                const char *key_path,
+                char *errmsg)
 {
     EVP_PKEY *pkey;
     X509 *x;
@@ -640,23 +677,13 @@ int simagents_cert_mint(const struct simagents_ca *ca,
     int ok;
     int rv;
 
-    PRE(ca != NULL && id != NULL && cert_path != NULL && key_path != NULL &&
-        errmsg != NULL);
-    if (!rems_id_valid(id)) {
-        rems_errmsgf(errmsg, "agent id \"%.64s\": not a valid id", id);
-        rv = REMS_EINVAL;
-        goto err;
-    }
-    if (validity_s == 0) {
-        validity_s = SIMAGENTS_DEFAULT_VALIDITY_S;
-    }
     ERR_clear_error();
     pkey = EVP_EC_gen("P-256");
     if (pkey == NULL) {
         rv = ossl_error("key", REMS_ENOMEM, errmsg);
         goto err;
     }
-    x = cert_make(ca, id, validity_s, pkey, errmsg, &rv);
+    x = cert_build(ca, spec, pkey, errmsg, &rv);
     if (x == NULL) {
         goto err_after_key;
     }
@@ -696,6 +723,100 @@ err_after_key:
     EVP_PKEY_free(pkey);
 err:
     POST(rv != 0);
+    return rv;
+}
+
+int simagents_cert_mint(const struct simagents_ca *ca,
+                        const char *id,
+                        unsigned validity_s,
+                        const char *cert_path,
+                        const char *key_path,
+                        char *errmsg)
+{
+    char san[sizeof TLS_AGENT_URI_PREFIX + PROTO_ID_MAX + 8];
+    struct cert_spec spec = {id, san, "clientAuth", false, validity_s};
+
+    PRE(ca != NULL && id != NULL && cert_path != NULL && key_path != NULL &&
+        errmsg != NULL);
+    if (!rems_id_valid(id)) {
+        rems_errmsgf(errmsg, "agent id \"%.64s\": not a valid id", id);
+        return REMS_EINVAL;
+    }
+    if (spec.validity_s == 0) {
+        spec.validity_s = SIMAGENTS_DEFAULT_VALIDITY_S;
+    }
+    snprintf(san, sizeof san, "URI:%s%s", TLS_AGENT_URI_PREFIX, id);
+    return mint(ca, &spec, cert_path, key_path, errmsg);
+}
+
+int simagents_ca_create(const char *cn,
+                        unsigned validity_s,
+                        const char *cert_path,
+                        const char *key_path,
+                        char *errmsg)
+{
+    struct cert_spec spec = {cn, NULL, NULL, true, validity_s};
+
+    PRE(cn != NULL && cert_path != NULL && key_path != NULL && errmsg != NULL);
+    if (cn[0] == '\0' || strlen(cn) > 64) {
+        rems_errmsgf(errmsg, "CA name: 1 to 64 bytes");
+        return REMS_EINVAL;
+    }
+    if (spec.validity_s == 0) {
+        spec.validity_s = SIMAGENTS_DEFAULT_VALIDITY_S;
+    }
+    return mint(NULL, &spec, cert_path, key_path, errmsg);
+}
+
+int simagents_cert_mint_server(const struct simagents_ca *ca,
+                               const char *cn,
+                               const char *const *names,
+                               size_t n_names,
+                               unsigned validity_s,
+                               const char *cert_path,
+                               const char *key_path,
+                               char *errmsg)
+{
+    struct cert_spec spec = {cn, NULL, "serverAuth,clientAuth", false,
+                             validity_s};
+    struct rems_buf san;
+    size_t i;
+    int rv;
+
+    PRE(ca != NULL && cn != NULL && cert_path != NULL && key_path != NULL &&
+        errmsg != NULL && (n_names == 0 || names != NULL));
+    if (cn[0] == '\0' || strlen(cn) > 64 || n_names == 0 || n_names > 16) {
+        rems_errmsgf(errmsg, "server certificate: a name of 1 to 64 bytes "
+                             "and 1 to 16 subject alternative names");
+        return REMS_EINVAL;
+    }
+    if (spec.validity_s == 0) {
+        spec.validity_s = SIMAGENTS_DEFAULT_VALIDITY_S;
+    }
+    rems_buf_init(&san);
+    for (i = 0; i < n_names; i++) {
+        unsigned char ip[16];
+        bool is_ip = inet_pton(AF_INET, names[i], ip) == 1 ||
+                     inet_pton(AF_INET6, names[i], ip) == 1;
+        if (names[i][0] == '\0' || strlen(names[i]) > 253 ||
+            strpbrk(names[i], ", \t\r\n") != NULL) {
+            rems_buf_close(&san);
+            rems_errmsgf(errmsg, "server certificate: names[%zu]: not a "
+                                 "host name or IP address",
+                         i);
+            return REMS_EINVAL;
+        }
+        rems_buf_printf(&san, "%s%s:%s", i == 0 ? "" : ",",
+                        is_ip ? "IP" : "DNS", names[i]);
+    }
+    if (rems_buf_append(&san, "", 1) != 0) {
+        rems_buf_close(&san);
+        rems_errmsg_oom(errmsg);
+        return REMS_ENOMEM;
+    }
+    spec.san = san.data;
+    rv = mint(ca, &spec, cert_path, key_path, errmsg);
+    rems_buf_close(&san);
     return rv;
 }
 
@@ -1018,19 +1139,33 @@ static void send_error(struct sim_agent *a, int code, const char *message)
  * Services and reports
  * ------------------------------------------------------------------------ */
 
-static void service_name(const struct simagents *sa, size_t k, char *out)
+/* The name of service @k of agent @a. */
+static void service_name(const struct sim_agent *a, size_t k, char *out)
 {
+    const struct simagents *sa = a->sa;
+
+    if (k >= sa->o.n_services) {
+        snprintf(out, PROTO_SERVICE_MAX + 1, "%s",
+                 a->extra_names[k - sa->o.n_services]);
+        return;
+    }
     snprintf(out, PROTO_SERVICE_MAX + 1, "%s-%zu", sa->service_prefix, k);
 }
 
-/* The index of service @name (@len bytes), or -1. */
-static int
-service_index(const struct simagents *sa, const char *name, size_t len)
+/* The index of service @name (@len bytes) of agent @a, or -1. */
+static int service_index(const struct sim_agent *a, const char *name, size_t len)
 {
+    const struct simagents *sa = a->sa;
     size_t plen = strlen(sa->service_prefix);
     size_t k = 0;
     size_t i;
 
+    for (i = sa->o.n_services; i < a->n_svcs; i++) {
+        const char *x = a->extra_names[i - sa->o.n_services];
+        if (strlen(x) == len && memcmp(x, name, len) == 0) {
+            return (int)i;
+        }
+    }
     if (len < plen + 2 || memcmp(name, sa->service_prefix, plen) != 0 ||
         name[plen] != '-' || (name[plen + 1] == '0' && len > plen + 2)) {
         return -1;
@@ -1045,6 +1180,43 @@ service_index(const struct simagents *sa, const char *name, size_t len)
         }
     }
     return (int)k;
+}
+
+/* Add service @name (@len bytes, a valid name not yet there) to agent @a,
+ * stopped; returns its index, or -1 when the agent has
+ * SIMAGENTS_MAX_SERVICES already or memory ran out. */
+static int service_add(struct sim_agent *a, const char *name, size_t len)
+{
+    size_t n_extra = a->n_svcs - a->sa->o.n_services;
+    struct sim_service *svcs;
+    char(*names)[PROTO_SERVICE_MAX + 1];
+
+    if (a->n_svcs >= SIMAGENTS_MAX_SERVICES || len > PROTO_SERVICE_MAX) {
+        return -1;
+    }
+    if (a->n_svcs == a->cap_svcs) {
+        size_t cap = a->cap_svcs == 0 ? 4 : a->cap_svcs * 2;
+        if (cap > SIMAGENTS_MAX_SERVICES) {
+            cap = SIMAGENTS_MAX_SERVICES;
+        }
+        svcs = rems_realloc(a->svcs, cap * sizeof *svcs);
+        if (svcs == NULL) {
+            return -1;
+        }
+        a->svcs = svcs;
+        a->cap_svcs = cap;
+    }
+    names = rems_realloc(a->extra_names, (n_extra + 1) * sizeof *names);
+    if (names == NULL) {
+        return -1;
+    }
+    a->extra_names = names;
+    memcpy(names[n_extra], name, len);
+    names[n_extra][len] = '\0';
+    memset(&a->svcs[a->n_svcs], 0, sizeof a->svcs[a->n_svcs]);
+    a->svcs[a->n_svcs].state = PROTO_STATE_STOPPED;
+    a->svcs[a->n_svcs].health = PROTO_HEALTH_UNKNOWN;
+    return (int)a->n_svcs++;
 }
 
 static void item_to_proto(const struct sim_service *s,
@@ -1109,7 +1281,7 @@ static void report_flush(struct sim_agent *a)
                                               : REMS_ARRAY_SIZE(items);
         for (i = 0; i < n; i++) {
             it = &a->queue[(a->q_head + i) % sa->report_queue];
-            service_name(sa, it->service, names[i]);
+            service_name(a, it->service, names[i]);
             item_to_proto(&it->s, names[i], &items[i]);
         }
         m.type = PROTO_REPORT;
@@ -1129,8 +1301,9 @@ static void report_flush(struct sim_agent *a)
     }
 }
 
-/* Service @k starts (again) at @now: running, healthy, ready; with
- * crash_after its crash is planned. */
+/* Service @k starts (again) at @now: running; healthy and ready at once,
+ * or after health_delay_ms (slow_health); with crash_after or crash_loop
+ * its crash is planned @crash_in_ms from now. */
 static void service_up(struct sim_agent *a,
                        size_t k,
                        uint64_t now,
@@ -1145,10 +1318,24 @@ static void service_up(struct sim_agent *a,
     s->state = PROTO_STATE_RUNNING;
     s->health = PROTO_HEALTH_HEALTHY;
     s->ready = true;
+    s->has_exit_code = false;
     s->since_ms = rems_wall_ms();
     s->next_ms = 0;
-    if (a->sa->o.behaviour == SIMAGENTS_CRASH_AFTER) {
-        s->next_ms = now + crash_in_ms;
+    s->health_pending = false;
+    s->up_after_stop = false;
+    switch (a->beh.kind) {
+        case SIMAGENTS_CRASH_LOOP:
+        case SIMAGENTS_CRASH_ONCE:
+            s->next_ms = now + crash_in_ms;
+            break;
+        case SIMAGENTS_SLOW_HEALTH:
+            s->health = PROTO_HEALTH_UNKNOWN;
+            s->ready = false;
+            s->health_pending = true;
+            s->next_ms = now + a->beh.health_delay_ms;
+            break;
+        default:
+            break;
     }
 }
 
@@ -1162,6 +1349,30 @@ static void service_set(struct sim_agent *a, size_t k, int state)
     s->health = PROTO_HEALTH_UNKNOWN;
     s->since_ms = rems_wall_ms();
     s->next_ms = 0;
+    s->health_pending = false;
+    s->up_after_stop = false;
+}
+
+/* Service @k fails now with @exit_code; a crash-looping one comes back
+ * after restart_ms, any other stays failed until a command starts it. */
+static void service_fail(struct sim_agent *a,
+                         size_t k,
+                         uint64_t now,
+                         int32_t exit_code)
+{
+    struct sim_service *s = &a->svcs[k];
+
+    s->state = PROTO_STATE_FAILED;
+    s->health = PROTO_HEALTH_UNHEALTHY;
+    s->ready = false;
+    s->has_exit_code = true;
+    s->exit_code = exit_code;
+    s->since_ms = rems_wall_ms();
+    s->health_pending = false;
+    s->up_after_stop = false;
+    s->next_ms = a->beh.kind == SIMAGENTS_CRASH_LOOP
+                     ? now + a->beh.restart_ms
+                     : 0;
 }
 
 static void on_svc_timer(uv_timer_t *t);
@@ -1172,7 +1383,7 @@ static void svc_timer_arm(struct sim_agent *a)
     uint64_t next = 0;
     size_t k;
 
-    for (k = 0; k < a->sa->o.n_services; k++) {
+    for (k = 0; k < a->n_svcs; k++) {
         if (a->svcs[k].next_ms != 0 &&
             (next == 0 || a->svcs[k].next_ms < next)) {
             next = a->svcs[k].next_ms;
@@ -1189,26 +1400,32 @@ static void svc_timer_arm(struct sim_agent *a)
 static void on_svc_timer(uv_timer_t *t)
 {
     struct sim_agent *a = t->data;
-    struct simagents *sa = a->sa;
-    uint64_t now = uv_now(sa->loop);
+    uint64_t now = uv_now(a->sa->loop);
     struct sim_service *s;
     size_t k;
 
-    for (k = 0; k < sa->o.n_services; k++) {
+    for (k = 0; k < a->n_svcs; k++) {
         s = &a->svcs[k];
         if (s->next_ms == 0 || s->next_ms > now) {
             continue;
         }
-        if (s->state == PROTO_STATE_RUNNING) {
-            s->state = PROTO_STATE_FAILED;
-            s->health = PROTO_HEALTH_UNHEALTHY;
-            s->ready = false;
-            s->has_exit_code = true;
-            s->exit_code = 1;
-            s->since_ms = rems_wall_ms();
-            s->next_ms = now + sa->restart_ms;
+        if (s->health_pending) {
+            /* slow_health: the check passes at last. */
+            s->health_pending = false;
+            s->health = PROTO_HEALTH_HEALTHY;
+            s->ready = true;
+            s->next_ms = 0;
+        } else if (s->state == PROTO_STATE_STOPPING) {
+            /* hung_stop: the stop ends at last. */
+            if (s->up_after_stop) {
+                service_up(a, k, now, a->beh.crash_after_ms, true);
+            } else {
+                service_set(a, k, PROTO_STATE_STOPPED);
+            }
+        } else if (s->state == PROTO_STATE_RUNNING) {
+            service_fail(a, k, now, 1);
         } else {
-            service_up(a, k, now, sa->o.crash_after_ms, true);
+            service_up(a, k, now, a->beh.crash_after_ms, true);
         }
         report_push(a, k);
     }
@@ -1258,7 +1475,7 @@ static void send_ack(
     kv[n].key = PROTO_STR("action");
     kv[n++].value = pstr(proto_action_name(action));
     if (service >= 0) {
-        service_name(sa, (size_t)service, name);
+        service_name(a, (size_t)service, name);
         snprintf(gen, sizeof gen, "%" PRIu64, a->svcs[service].generation);
         kv[n].key = PROTO_STR("service");
         kv[n++].value = pstr(name);
@@ -1288,30 +1505,56 @@ static bool answer_possible(struct sim_agent *a, uint64_t conn)
 }
 
 /* What the action does to the services. */
-static void apply_action(struct sim_agent *a, int action, int service)
+static void apply_action(struct sim_agent *a, struct sim_cmd *c)
 {
-    struct simagents *sa = a->sa;
-    uint64_t now = uv_now(sa->loop);
+    uint64_t now = uv_now(a->sa->loop);
+    struct sim_service *s;
     size_t k;
 
-    if (service < 0) {
+    if (c->action == PROTO_ACTION_PUSH_MANIFEST && c->service < 0 &&
+        c->service_name[0] != '\0') {
+        /* A new service: added and started, as an agent starts a pushed
+         * service with autostart. */
+        c->service = service_add(a, c->service_name, strlen(c->service_name));
+        if (c->service < 0) {
+            return;
+        }
+    }
+    if (c->service < 0) {
         return;
     }
-    k = (size_t)service;
-    switch (action) {
+    k = (size_t)c->service;
+    s = &a->svcs[k];
+    switch (c->action) {
         case PROTO_ACTION_START:
         case PROTO_ACTION_RESUME:
-            if (a->svcs[k].state == PROTO_STATE_RUNNING) {
+            if (s->state == PROTO_STATE_RUNNING ||
+                s->state == PROTO_STATE_STOPPING) {
                 return;
             }
-            service_up(a, k, now, sa->o.crash_after_ms,
-                       action == PROTO_ACTION_START);
+            service_up(a, k, now, a->beh.crash_after_ms,
+                       c->action == PROTO_ACTION_START);
             break;
         case PROTO_ACTION_RESTART:
-            service_up(a, k, now, sa->o.crash_after_ms, true);
+        case PROTO_ACTION_PUSH_MANIFEST:
+            /* A new revision starts as a new generation. */
+            if (a->beh.kind == SIMAGENTS_HUNG_STOP &&
+                s->state == PROTO_STATE_RUNNING) {
+                service_set(a, k, PROTO_STATE_STOPPING);
+                s->up_after_stop = true;
+                s->next_ms = now + a->beh.stop_hang_ms;
+            } else {
+                service_up(a, k, now, a->beh.crash_after_ms, true);
+            }
             break;
         case PROTO_ACTION_STOP:
-            service_set(a, k, PROTO_STATE_STOPPED);
+            if (a->beh.kind == SIMAGENTS_HUNG_STOP &&
+                s->state == PROTO_STATE_RUNNING) {
+                service_set(a, k, PROTO_STATE_STOPPING);
+                s->next_ms = now + a->beh.stop_hang_ms;
+            } else {
+                service_set(a, k, PROTO_STATE_STOPPED);
+            }
             break;
         case PROTO_ACTION_PAUSE:
             service_set(a, k, PROTO_STATE_PAUSED);
@@ -1320,7 +1563,7 @@ static void apply_action(struct sim_agent *a, int action, int service)
             service_set(a, k, PROTO_STATE_QUARANTINED);
             break;
         default:
-            return; /* push_manifest, diagnostics: nothing changes. */
+            return; /* diagnostics: nothing changes. */
     }
     report_push(a, k);
     svc_timer_arm(a);
@@ -1328,7 +1571,7 @@ static void apply_action(struct sim_agent *a, int action, int service)
 
 /* Execute command @c now unless its deadline has passed (then forget its
  * id and answer expired). Returns true when it executed. */
-static bool execute(struct sim_agent *a, const struct sim_cmd *c)
+static bool execute(struct sim_agent *a, struct sim_cmd *c)
 {
     struct simagents *sa = a->sa;
     struct simagents_exec *x;
@@ -1387,7 +1630,7 @@ static bool execute(struct sim_agent *a, const struct sim_cmd *c)
     }
     sa->stats.executed++;
     a->executed++;
-    apply_action(a, c->action, c->service);
+    apply_action(a, c);
     if (sa->o.event_cb != NULL) {
         sa->o.event_cb(sa, a->index, SIMAGENTS_EVENT_EXEC, x);
     }
@@ -1430,8 +1673,8 @@ static void on_cmd_timer(uv_timer_t *t)
             return;
         }
         c->executed = true;
-        if (a->sa->o.ack_delay_ms > 0) {
-            uv_timer_start(&c->timer, on_cmd_timer, a->sa->o.ack_delay_ms, 0);
+        if (c->ack_delay_ms > 0) {
+            uv_timer_start(&c->timer, on_cmd_timer, c->ack_delay_ms, 0);
             return;
         }
     }
@@ -1481,10 +1724,23 @@ static void on_command(struct sim_agent *a, const struct proto_command *pc)
         return;
     }
     if (pc->service.len > 0) {
-        service = service_index(sa, pc->service.p, pc->service.len);
+        service = service_index(a, pc->service.p, pc->service.len);
     }
-    if ((action_has_service(pc->action) || pc->service.len > 0) &&
-        service < 0) {
+    if (pc->action == PROTO_ACTION_PUSH_MANIFEST && service < 0 &&
+        pc->service.len > 0) {
+        /* A service the agent does not run yet: the push adds it. */
+        if (a->n_svcs >= SIMAGENTS_MAX_SERVICES) {
+            rems_errmsgf(msg, "cannot add service \"%.*s\": this agent "
+                              "runs %u services, the most it can",
+                         (int)pc->service.len, pc->service.p,
+                         SIMAGENTS_MAX_SERVICES);
+            send_nack(a, local.id, pc->term, PROTO_NACK_FAILED, msg);
+            return;
+        }
+        memcpy(local.service_name, pc->service.p, pc->service.len);
+        local.service_name[pc->service.len] = '\0';
+    } else if ((action_has_service(pc->action) || pc->service.len > 0) &&
+               service < 0) {
         rems_errmsgf(msg, "no service \"%.*s\" on this agent",
                      (int)pc->service.len, pc->service.p);
         send_nack(a, local.id, pc->term, PROTO_NACK_UNKNOWN_SERVICE, msg);
@@ -1497,7 +1753,15 @@ static void on_command(struct sim_agent *a, const struct proto_command *pc)
     }
     local.seq = ++sa->seq;
     local.a = a;
-    if (sa->o.exec_delay_ms == 0 && sa->o.ack_delay_ms == 0) {
+    /* A hung stop answers when the stop has ended. */
+    local.ack_delay_ms = sa->o.ack_delay_ms;
+    if (a->beh.kind == SIMAGENTS_HUNG_STOP &&
+        (pc->action == PROTO_ACTION_STOP ||
+         pc->action == PROTO_ACTION_RESTART ||
+         (pc->action == PROTO_ACTION_PUSH_MANIFEST && service >= 0))) {
+        local.ack_delay_ms += a->beh.stop_hang_ms;
+    }
+    if (sa->o.exec_delay_ms == 0 && local.ack_delay_ms == 0) {
         if (execute(a, &local) && answer_possible(a, local.conn)) {
             send_ack(a, local.id, local.term, local.action, local.service);
         }
@@ -1519,7 +1783,7 @@ static void on_command(struct sim_agent *a, const struct proto_command *pc)
             return;
         }
         c->executed = true;
-        uv_timer_start(&c->timer, on_cmd_timer, sa->o.ack_delay_ms, 0);
+        uv_timer_start(&c->timer, on_cmd_timer, c->ack_delay_ms, 0);
     } else {
         uv_timer_start(&c->timer, on_cmd_timer, sa->o.exec_delay_ms, 0);
     }
@@ -1765,8 +2029,8 @@ static void send_hello(struct sim_agent *a)
         sa->labels[n_labels].value = pstr(zone);
         n_labels++;
     }
-    for (k = 0; k < sa->o.n_services; k++) {
-        service_name(sa, k, names[k]);
+    for (k = 0; k < a->n_svcs; k++) {
+        service_name(a, k, names[k]);
         item_to_proto(&a->svcs[k], names[k], &items[k]);
     }
     m.type = PROTO_HELLO;
@@ -1778,7 +2042,7 @@ static void send_hello(struct sim_agent *a)
     m.hello.agent_version = PROTO_STR(SIMAGENTS_AGENT_VERSION);
     m.hello.has_services = true;
     m.hello.services = items;
-    m.hello.n_services = sa->o.n_services;
+    m.hello.n_services = a->n_svcs;
     /* The hello carries every state: what waited in the queue is older. */
     a->q_head = 0;
     a->q_len = 0;
@@ -1982,11 +2246,11 @@ static void agent_start(struct sim_agent *a)
 
     a->started = true;
     a->start_us = mono_us();
-    for (k = 0; k < sa->o.n_services; k++) {
+    for (k = 0; k < a->n_svcs; k++) {
         /* The first crash is spread so that agents do not crash in step. */
         service_up(a, k, now,
-                   sa->o.crash_after_ms / 2 +
-                       rand_u64(sa) % (sa->o.crash_after_ms / 2 + 1),
+                   a->beh.crash_after_ms / 2 +
+                       rand_u64(sa) % (a->beh.crash_after_ms / 2 + 1),
                    true);
     }
     svc_timer_arm(a);
@@ -2021,6 +2285,84 @@ static void on_ramp(uv_timer_t *t)
 /* ------------------------------------------------------------------------
  * Life cycle
  * ------------------------------------------------------------------------ */
+
+/* Check one behaviour share; @where names it in @errmsg. */
+static int share_check(const struct simagents_share *b,
+                       const char *where,
+                       char *errmsg)
+{
+    if ((unsigned)b->behaviour >= SIMAGENTS_BEHAVIOUR_NR) {
+        rems_errmsgf(errmsg, "%s: unknown behaviour %d", where,
+                     (int)b->behaviour);
+        return REMS_EINVAL;
+    }
+    if (!(b->fraction > 0 && b->fraction <= 1)) {
+        rems_errmsgf(errmsg, "%s.fraction: must be in (0, 1]", where);
+        return REMS_EINVAL;
+    }
+    if ((b->behaviour == SIMAGENTS_CRASH_LOOP ||
+         b->behaviour == SIMAGENTS_CRASH_ONCE) &&
+        b->crash_after_ms == 0) {
+        rems_errmsgf(errmsg, "%s.crash_after_ms: required by crash_after "
+                             "and crash_loop",
+                     where);
+        return REMS_EINVAL;
+    }
+    if (b->behaviour == SIMAGENTS_SLOW_HEALTH && b->health_delay_ms == 0) {
+        rems_errmsgf(errmsg, "%s.health_delay_ms: required by slow_health",
+                     where);
+        return REMS_EINVAL;
+    }
+    if (b->behaviour == SIMAGENTS_HUNG_STOP && b->stop_hang_ms == 0) {
+        rems_errmsgf(errmsg, "%s.stop_hang_ms: required by hung_stop", where);
+        return REMS_EINVAL;
+    }
+    return 0;
+}
+
+/* The behaviour of agent @i: the share that a hash of the seed and @i
+ * falls in (the shares cover consecutive parts of [0, 1) in their order;
+ * the rest is the default behaviour of the options). */
+static void agent_behaviour(const struct simagents *sa,
+                            size_t i,
+                            struct sim_beh *out)
+{
+    const struct simagents_options *o = &sa->o;
+    const struct simagents_share *b = NULL;
+    uint64_t z = sa->seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(i + 1));
+    double u;
+    double acc = 0;
+    size_t k;
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    u = (double)(z >> 11) / 9007199254740992.0; /* [0, 1) */
+    for (k = 0; k < o->n_shares; k++) {
+        acc += o->shares[k].fraction;
+        if (u < acc) {
+            b = &o->shares[k];
+            break;
+        }
+    }
+    memset(out, 0, sizeof *out);
+    if (b != NULL) {
+        out->kind = (uint8_t)b->behaviour;
+        out->crash_after_ms = b->crash_after_ms;
+        out->restart_ms = b->restart_ms;
+        out->health_delay_ms = b->health_delay_ms;
+        out->stop_hang_ms = b->stop_hang_ms;
+    } else {
+        out->kind = (uint8_t)o->behaviour;
+        out->crash_after_ms = o->crash_after_ms;
+        out->restart_ms = o->restart_ms;
+        out->health_delay_ms = o->health_delay_ms;
+        out->stop_hang_ms = o->stop_hang_ms;
+    }
+    if (out->restart_ms == 0) {
+        out->restart_ms = SIMAGENTS_DEFAULT_RESTART_MS;
+    }
+}
 
 static int check_options(const struct simagents_options *o, char *errmsg)
 {
@@ -2103,11 +2445,35 @@ static int check_options(const struct simagents_options *o, char *errmsg)
             return REMS_EINVAL;
         }
     }
-    if ((unsigned)o->behaviour >= SIMAGENTS_BEHAVIOUR_NR ||
-        (o->behaviour == SIMAGENTS_CRASH_AFTER && o->crash_after_ms == 0)) {
-        rems_errmsgf(errmsg, "behaviour: unknown, or crash_after without "
-                             "crash_after_ms");
-        return REMS_EINVAL;
+    {
+        struct simagents_share all = {o->behaviour, 1.0, o->crash_after_ms,
+                                      o->restart_ms, o->health_delay_ms,
+                                      o->stop_hang_ms};
+        double sum = 0;
+        size_t k;
+        if (o->n_shares > SIMAGENTS_MAX_SHARES ||
+            (o->n_shares > 0 && o->shares == NULL)) {
+            rems_errmsgf(errmsg, "shares: at most %u",
+                         SIMAGENTS_MAX_SHARES);
+            return REMS_EINVAL;
+        }
+        if (share_check(&all, "behaviour", errmsg) != 0) {
+            return REMS_EINVAL;
+        }
+        for (k = 0; k < o->n_shares; k++) {
+            char where[32];
+            snprintf(where, sizeof where, "shares[%zu]", k);
+            if (share_check(&o->shares[k], where, errmsg) != 0) {
+                return REMS_EINVAL;
+            }
+            sum += o->shares[k].fraction;
+        }
+        if (sum > 1.0 + 1e-9) {
+            rems_errmsgf(errmsg, "shares: the fractions add up to %.3f, "
+                                 "more than 1",
+                         sum);
+            return REMS_EINVAL;
+        }
     }
     if (o->report_queue > SIMAGENTS_MAX_REPORT_QUEUE || o->ramp_per_s < 0) {
         rems_errmsgf(errmsg, "report_queue: at most %u; ramp_per_s: >= 0",
@@ -2197,6 +2563,7 @@ static void release(struct simagents *sa, size_t n_ctx, size_t n_files)
             simagents_fence_close(&a->fence);
             proto_reader_close(&a->reader);
             rems_free(a->svcs);
+            rems_free(a->extra_names);
             rems_free(a->queue);
         }
         remove_certs(sa, n_files);
@@ -2365,6 +2732,7 @@ int simagents_open(uv_loop_t *loop,
         proto_reader_init(&a->reader, 0);
         simagents_fence_init(&a->fence);
         REMS_QUEUE_INIT(&a->cmds);
+        agent_behaviour(sa, i, &a->beh);
         if (opts->n_services > 0) {
             a->svcs = rems_calloc(opts->n_services, sizeof *a->svcs);
             if (a->svcs == NULL) {
@@ -2372,6 +2740,8 @@ int simagents_open(uv_loop_t *loop,
                 rv = REMS_ENOMEM;
                 goto err_after_alloc;
             }
+            a->n_svcs = opts->n_services;
+            a->cap_svcs = opts->n_services;
         }
     }
     /* Minting, then the contexts: timed apart. */
@@ -2582,4 +2952,50 @@ const char *simagents_cert_dir(const struct simagents *sa)
 {
     PRE(sa != NULL);
     return sa->cert_dir;
+}
+
+int simagents_crash_service(struct simagents *sa, size_t agent, size_t service)
+{
+    struct sim_agent *a;
+
+    if (agent >= sa->n_agents) {
+        return REMS_EINVAL;
+    }
+    a = &sa->agents[agent];
+    if (service >= a->n_svcs) {
+        return REMS_ENOTFOUND;
+    }
+    service_fail(a, service, now_ms(sa), 137);
+    report_push(a, service);
+    svc_timer_arm(a);
+    report_flush(a);
+    return 0;
+}
+
+size_t simagents_service_count(const struct simagents *sa, size_t agent)
+{
+    return agent < sa->n_agents ? sa->agents[agent].n_svcs : 0;
+}
+
+void simagents_service_name(const struct simagents *sa,
+                            size_t agent,
+                            size_t service,
+                            char *out)
+{
+    out[0] = '\0';
+    if (agent < sa->n_agents && service < sa->agents[agent].n_svcs) {
+        service_name(&sa->agents[agent], service, out);
+    }
+}
+
+const char *simagents_behaviour_name(enum simagents_behaviour b)
+{
+    static const char *const names[SIMAGENTS_BEHAVIOUR_NR] = {
+        [SIMAGENTS_HEALTHY] = "healthy",
+        [SIMAGENTS_CRASH_LOOP] = "crash_loop",
+        [SIMAGENTS_CRASH_ONCE] = "crash_after",
+        [SIMAGENTS_SLOW_HEALTH] = "slow_health",
+        [SIMAGENTS_HUNG_STOP] = "hung_stop",
+    };
+    return (unsigned)b < SIMAGENTS_BEHAVIOUR_NR ? names[b] : "unknown";
 }

@@ -102,6 +102,31 @@ int simagents_cert_mint(const struct simagents_ca *ca,
                         const char *key_path,
                         char *errmsg);
 
+/* Create a new self-signed CA: a P-256 key and a certificate with subject
+ * CN=@cn (1..64 bytes), basicConstraints CA:TRUE, keyUsage keyCertSign
+ * and cRLSign, a random serial, valid from five minutes ago for
+ * @validity_s seconds (0: SIMAGENTS_DEFAULT_VALIDITY_S). Writes both as
+ * PEM (the key mode 0600). Returns 0, REMS_EINVAL, REMS_EIO (@errmsg
+ * names the file) or REMS_ENOMEM. Any thread. */
+int simagents_ca_create(const char *cn,
+                        unsigned validity_s,
+                        const char *cert_path,
+                        const char *key_path,
+                        char *errmsg);
+
+/* Mint a node's certificate signed by @ca: subject CN=@cn, subject
+ * alternative names @names (1..16: IP literals become IP entries, anything
+ * else DNS entries), extendedKeyUsage serverAuth and clientAuth; key and
+ * validity as simagents_cert_mint(). Returns as simagents_cert_mint(). */
+int simagents_cert_mint_server(const struct simagents_ca *ca,
+                               const char *cn,
+                               const char *const *names,
+                               size_t n_names,
+                               unsigned validity_s,
+                               const char *cert_path,
+                               const char *key_path,
+                               char *errmsg);
+
 /* ------------------------------------------------------------------------
  * The fence: a simulated agent's at-most-once record, pure
  * ------------------------------------------------------------------------ */
@@ -190,15 +215,47 @@ int simagents_exec_check(const struct simagents_exec *e,
  * The engine
  * ------------------------------------------------------------------------ */
 
-/* How a simulated service behaves. */
+/* How the services of an agent behave. Each change is reported. A
+ * command (or simagents_crash_service()) changes a service whatever its
+ * behaviour; the behaviour says what happens on its own afterwards. */
 enum simagents_behaviour {
     /* Running and healthy from the start; changes only by commands. */
     SIMAGENTS_HEALTHY = 0,
     /* Runs for crash_after_ms, then goes failed (exit code 1), stays
      * failed for restart_ms, goes running again with the next generation,
-     * and so on. Each change is reported. */
-    SIMAGENTS_CRASH_AFTER,
+     * and so on. */
+    SIMAGENTS_CRASH_LOOP,
+    /* Runs for crash_after_ms, then goes failed (exit code 1) and stays
+     * failed until a start, restart or push brings it up (a new
+     * generation, which crashes again crash_after_ms later). */
+    SIMAGENTS_CRASH_ONCE,
+    /* Each start (the first, start, restart, push) is running with health
+     * unknown and not ready for health_delay_ms, then healthy and ready. */
+    SIMAGENTS_SLOW_HEALTH,
+    /* A stop (also the stop of a restart or of a push of a new revision)
+     * leaves the service in state stopping for stop_hang_ms before it is
+     * stopped (or up again); the command is acked when it has ended. */
+    SIMAGENTS_HUNG_STOP,
     SIMAGENTS_BEHAVIOUR_NR
+};
+
+/* "healthy", "crash_loop", "crash_after", "slow_health", "hung_stop". */
+const char *simagents_behaviour_name(enum simagents_behaviour b);
+
+/* Most behaviour shares of struct simagents_options. */
+#define SIMAGENTS_MAX_SHARES 8u
+
+/* A share of the agents with one behaviour. Which agents: those whose hash
+ * of (seed, index) falls in the share's part of [0, 1), the shares taking
+ * consecutive parts in their order; so about fraction * n_agents agents,
+ * the same ones for the same seed. */
+struct simagents_share {
+    enum simagents_behaviour behaviour;
+    double fraction;          /* 0 < fraction <= 1; the sum at most 1 */
+    unsigned crash_after_ms;  /* crash_loop, crash_after: required */
+    unsigned restart_ms;      /* crash_loop; 0: SIMAGENTS_DEFAULT_RESTART_MS */
+    unsigned health_delay_ms; /* slow_health: required */
+    unsigned stop_hang_ms;    /* hung_stop: required */
 };
 
 /* What happened, for simagents_options.event_cb. */
@@ -285,11 +342,13 @@ struct simagents_options {
 
     /* Services: n_services (0..SIMAGENTS_MAX_SERVICES) per agent, named
      * "<service_prefix>-<k>" for k = 0..n_services-1 (prefix NULL:
-     * SIMAGENTS_DEFAULT_SERVICE_PREFIX), all with @behaviour.
-     * crash_after_ms: required by SIMAGENTS_CRASH_AFTER; each agent's
-     * first crash is drawn uniformly in [crash_after_ms / 2,
-     * crash_after_ms] so agents do not crash in step. restart_ms: 0
-     * selects SIMAGENTS_DEFAULT_RESTART_MS. report_queue: report items
+     * SIMAGENTS_DEFAULT_SERVICE_PREFIX); a push_manifest naming another
+     * service adds it (up to SIMAGENTS_MAX_SERVICES), as rems-agent starts
+     * a pushed service. Every agent's services have @behaviour with its
+     * parameters (see struct simagents_share for which are required),
+     * except the agents of @shares. With crash_loop and crash_after each
+     * agent's first crash is drawn uniformly in [crash_after_ms / 2,
+     * crash_after_ms] so agents do not crash in step. report_queue: items
      * kept while disconnected (older ones are dropped and counted), at
      * most SIMAGENTS_MAX_REPORT_QUEUE; 0 selects
      * SIMAGENTS_DEFAULT_REPORT_QUEUE. */
@@ -298,7 +357,14 @@ struct simagents_options {
     enum simagents_behaviour behaviour;
     unsigned crash_after_ms;
     unsigned restart_ms;
+    unsigned health_delay_ms;
+    unsigned stop_hang_ms;
     unsigned report_queue;
+    /* Shares of the agents with another behaviour than the one above
+     * (which the rest keeps); 0..SIMAGENTS_MAX_SHARES. Copied pointer:
+     * the array must live until simagents_close(). */
+    const struct simagents_share *shares;
+    size_t n_shares;
 
     /* Commands. An accepted command starts executing exec_delay_ms later
      * (its deadline is checked again then: past it, the id is forgotten
@@ -415,6 +481,23 @@ void simagents_agent_info(const struct simagents *sa,
  * TLS close once the handshake is done); it reconnects as after any lost
  * connection. For drills. Loop thread. */
 void simagents_agent_drop(struct simagents *sa, size_t i);
+
+/* Service @service (an index, 0..simagents_service_count() - 1) of agent
+ * @agent fails now (state failed, exit code 137, unhealthy; reported at
+ * once, or queued while disconnected) and stays failed until a command
+ * starts it, or, for a crash-looping agent, until its restart_ms passed.
+ * Returns 0, REMS_EINVAL (no such agent) or REMS_ENOTFOUND (no such
+ * service). Loop thread. */
+int simagents_crash_service(struct simagents *sa, size_t agent, size_t service);
+
+/* The services agent @agent runs now: n_services, plus those a
+ * push_manifest added (0 for an agent out of range); and the name of one
+ * into @out (PROTO_SERVICE_MAX + 1 bytes; "" out of range). Loop thread. */
+size_t simagents_service_count(const struct simagents *sa, size_t agent);
+void simagents_service_name(const struct simagents *sa,
+                            size_t agent,
+                            size_t service,
+                            char *out);
 
 size_t simagents_count(const struct simagents *sa);
 uint64_t simagents_seed(const struct simagents *sa);

@@ -1269,7 +1269,7 @@ static void engine_crashing_services(void **state)
     options(f, &o);
     o.n_agents = 1;
     o.n_services = 3;
-    o.behaviour = SIMAGENTS_CRASH_AFTER;
+    o.behaviour = SIMAGENTS_CRASH_LOOP;
     o.crash_after_ms = 60;
     o.restart_ms = 30;
     engine_start(f, &o);
@@ -1301,7 +1301,7 @@ static void engine_bad_options(void **state)
                                    "IPv4 address or an IPv6 address in "
                                    "brackets");
     options(f, &o);
-    o.behaviour = SIMAGENTS_CRASH_AFTER;
+    o.behaviour = SIMAGENTS_CRASH_LOOP;
     assert_int_equal(simagents_open(&f->loop, &o, &f->sa, f->errmsg),
                      REMS_EINVAL);
     options(f, &o);
