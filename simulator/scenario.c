@@ -79,6 +79,9 @@ static const char *const assertion_names[SCENARIO_ASSERT_NR] = {
 static const char *const behaviour_names[SCENARIO_BEHAVIOUR_NR] = {
     [SCENARIO_BEHAVIOUR_HEALTHY] = "healthy",
     [SCENARIO_BEHAVIOUR_CRASH_LOOP] = "crash_loop",
+    [SCENARIO_BEHAVIOUR_CRASH_AFTER] = "crash_after",
+    [SCENARIO_BEHAVIOUR_SLOW_HEALTH] = "slow_health",
+    [SCENARIO_BEHAVIOUR_HUNG_STOP] = "hung_stop",
 };
 
 const char *scenario_step_name(enum scenario_step_kind kind)
@@ -651,22 +654,42 @@ static int load_cluster(struct parser *p, yaml_node_t *n)
     return 0;
 }
 
+/* The behaviours, and which of the keys crash_after_ms (bit 0),
+ * restart_ms (1), health_delay_ms (2), stop_hang_ms (3) each takes. */
+static const struct {
+    const char *name;
+    enum scenario_behaviour_kind kind;
+    unsigned keys;
+} behaviour_keys[] = {
+    {"healthy", SCENARIO_BEHAVIOUR_HEALTHY, 0},
+    {"crash_after", SCENARIO_BEHAVIOUR_CRASH_AFTER, 1u},
+    {"crash_loop", SCENARIO_BEHAVIOUR_CRASH_LOOP, 1u | 2u},
+    {"slow_health", SCENARIO_BEHAVIOUR_SLOW_HEALTH, 4u},
+    {"hung_stop", SCENARIO_BEHAVIOUR_HUNG_STOP, 8u},
+};
+
 static int load_behaviour(struct parser *p,
                           yaml_node_t *n,
                           size_t index,
                           struct scenario_behaviour *b)
 {
-    static const char *const names[] = {"behaviour", "fraction",
-                                        "crash_after_ms", "restart_ms"};
+    static const char *const names[] = {"behaviour",       "fraction",
+                                        "crash_after_ms",  "restart_ms",
+                                        "health_delay_ms", "stop_hang_ms"};
+    static const unsigned min_ms[] = {100, 1, 1, 1};
+    unsigned *const dest[] = {&b->crash_after_ms, &b->restart_ms,
+                              &b->health_delay_ms, &b->stop_hang_ms};
     yaml_node_t *v[REMS_ARRAY_SIZE(names)];
     char where[WHERE_SIZE];
     const char *s;
+    size_t kind;
+    size_t k;
     int rv;
 
     snprintf(where, sizeof where, "agents.behaviours[%zu]", index);
     rv = map_fields(p, n, where,
-                    "a mapping with behaviour and fraction (and for "
-                    "crash_loop crash_after_ms, restart_ms)",
+                    "a mapping with behaviour and fraction (and the "
+                    "behaviour's own keys)",
                     false, names, REMS_ARRAY_SIZE(names), v);
     if (rv != 0) {
         return rv;
@@ -675,14 +698,18 @@ static int load_behaviour(struct parser *p,
         return p_error(p, n, "%s.behaviour: required", where);
     }
     s = scalar(v[0]);
-    if (s != NULL && strcmp(s, "healthy") == 0) {
-        b->kind = SCENARIO_BEHAVIOUR_HEALTHY;
-    } else if (s != NULL && strcmp(s, "crash_loop") == 0) {
-        b->kind = SCENARIO_BEHAVIOUR_CRASH_LOOP;
-    } else {
-        return p_error(p, v[0], "%s.behaviour: must be healthy or crash_loop",
+    for (kind = 0; kind < REMS_ARRAY_SIZE(behaviour_keys); kind++) {
+        if (s != NULL && strcmp(s, behaviour_keys[kind].name) == 0) {
+            break;
+        }
+    }
+    if (kind == REMS_ARRAY_SIZE(behaviour_keys)) {
+        return p_error(p, v[0],
+                       "%s.behaviour: must be healthy, crash_after, "
+                       "crash_loop, slow_health or hung_stop",
                        where);
     }
+    b->kind = behaviour_keys[kind].kind;
     if (v[1] == NULL) {
         return p_error(p, n, "%s.fraction: required", where);
     }
@@ -692,21 +719,23 @@ static int load_behaviour(struct parser *p,
     }
     b->crash_after_ms = SCENARIO_DEFAULT_CRASH_AFTER_MS;
     b->restart_ms = SCENARIO_DEFAULT_RESTART_MS;
-    if (b->kind != SCENARIO_BEHAVIOUR_CRASH_LOOP) {
-        if (v[2] != NULL || v[3] != NULL) {
-            return p_error(p, v[2] != NULL ? v[2] : v[3],
-                           "%s.%s: only with behaviour crash_loop", where,
-                           v[2] != NULL ? names[2] : names[3]);
+    b->health_delay_ms = SCENARIO_DEFAULT_HEALTH_DELAY_MS;
+    b->stop_hang_ms = SCENARIO_DEFAULT_STOP_HANG_MS;
+    for (k = 0; k < REMS_ARRAY_SIZE(dest); k++) {
+        yaml_node_t *x = v[k + 2];
+        if (x == NULL) {
+            continue;
         }
-        return 0;
-    }
-    if ((v[2] != NULL &&
-         (rv = get_unsigned(p, v[2], where, names[2], 100, SCENARIO_MS_MAX,
-                            &b->crash_after_ms)) != 0) ||
-        (v[3] != NULL &&
-         (rv = get_unsigned(p, v[3], where, names[3], 1, SCENARIO_MS_MAX,
-                            &b->restart_ms)) != 0)) {
-        return rv;
+        if ((behaviour_keys[kind].keys & (1u << k)) == 0) {
+            return p_error(p, x, "%s.%s: %s does not take %s", where,
+                           names[k + 2], behaviour_keys[kind].name,
+                           names[k + 2]);
+        }
+        rv = get_unsigned(p, x, where, names[k + 2], min_ms[k],
+                          SCENARIO_MS_MAX, dest[k]);
+        if (rv != 0) {
+            return rv;
+        }
     }
     return 0;
 }

@@ -43,6 +43,8 @@
 #define SCENARIO_DEFAULT_SERVICES 4u
 #define SCENARIO_DEFAULT_CRASH_AFTER_MS 30000u
 #define SCENARIO_DEFAULT_RESTART_MS 1000u
+#define SCENARIO_DEFAULT_HEALTH_DELAY_MS 5000u
+#define SCENARIO_DEFAULT_STOP_HANG_MS 5000u
 #define SCENARIO_DEFAULT_SETTLE_MS 15000u
 #define SCENARIO_DEFAULT_WAIT_AGENTS_MS 60000u
 #define SCENARIO_DEFAULT_WAIT_LEADER_MS 10000u
@@ -71,16 +73,22 @@ struct scenario_node {
 
 enum scenario_behaviour_kind {
     SCENARIO_BEHAVIOUR_HEALTHY = 1,
-    SCENARIO_BEHAVIOUR_CRASH_LOOP, /* simagents' SIMAGENTS_CRASH_AFTER */
+    SCENARIO_BEHAVIOUR_CRASH_LOOP,  /* crash, come back, crash, ... */
+    SCENARIO_BEHAVIOUR_CRASH_AFTER, /* crash once, stay failed */
+    SCENARIO_BEHAVIOUR_SLOW_HEALTH, /* healthy only a while after a start */
+    SCENARIO_BEHAVIOUR_HUNG_STOP,   /* a stop hangs a while */
     SCENARIO_BEHAVIOUR_NR
 };
 
-/* A share of the agents whose services behave one way. */
+/* A share of the agents whose services behave one way (the simulated
+ * agents' behaviours, simulator/simagents.h). */
 struct scenario_behaviour {
     enum scenario_behaviour_kind kind;
-    double fraction;         /* 0 < f <= 1; the shares add up to <= 1 */
-    unsigned crash_after_ms; /* crash_loop */
-    unsigned restart_ms;     /* crash_loop */
+    double fraction;          /* 0 < f <= 1; the shares add up to <= 1 */
+    unsigned crash_after_ms;  /* crash_after, crash_loop (>= 100) */
+    unsigned restart_ms;      /* crash_loop */
+    unsigned health_delay_ms; /* slow_health */
+    unsigned stop_hang_ms;    /* hung_stop */
 };
 
 struct scenario_cluster {

@@ -276,8 +276,13 @@ static void defaults(void **state)
                 "          reconcile_interval_ms: 100}\n"
                 "agents: {count: 7, services: 0, ramp_per_s: 12.5,\n"
                 "         behaviours: [{behaviour: healthy, fraction: 0.5},\n"
-                "   {behaviour: crash_loop, fraction: 0.5, crash_after_ms: "
-                "100, restart_ms: 2}]}\n"
+                "   {behaviour: crash_loop, fraction: 0.2, crash_after_ms: "
+                "100, restart_ms: 2},\n"
+                "   {behaviour: crash_after, fraction: 0.1, crash_after_ms: "
+                "300},\n"
+                "   {behaviour: slow_health, fraction: 0.1, health_delay_ms: "
+                "40},\n"
+                "   {behaviour: hung_stop, fraction: 0.1}]}\n"
                 "steps: [{wait: {ms: 1}}]\n");
     assert_int_equal(f->s.settle_ms, 0);
     assert_int_equal(f->s.cluster.election_timeout_ms, 200);
@@ -287,9 +292,21 @@ static void defaults(void **state)
     assert_int_equal(f->s.agents.count, 7);
     assert_int_equal(f->s.agents.services, 0);
     assert_true(f->s.agents.ramp_per_s == 12.5);
-    assert_int_equal(f->s.agents.n_behaviours, 2);
+    assert_int_equal(f->s.agents.n_behaviours, 5);
     assert_int_equal(f->s.agents.behaviours[1].crash_after_ms, 100);
     assert_int_equal(f->s.agents.behaviours[1].restart_ms, 2);
+    assert_int_equal(f->s.agents.behaviours[2].kind,
+                     SCENARIO_BEHAVIOUR_CRASH_AFTER);
+    assert_int_equal(f->s.agents.behaviours[2].crash_after_ms, 300);
+    assert_int_equal(f->s.agents.behaviours[3].kind,
+                     SCENARIO_BEHAVIOUR_SLOW_HEALTH);
+    assert_int_equal(f->s.agents.behaviours[3].health_delay_ms, 40);
+    assert_int_equal(f->s.agents.behaviours[4].kind,
+                     SCENARIO_BEHAVIOUR_HUNG_STOP);
+    assert_int_equal(f->s.agents.behaviours[4].stop_hang_ms,
+                     SCENARIO_DEFAULT_STOP_HANG_MS);
+    assert_string_equal(scenario_behaviour_name(SCENARIO_BEHAVIOUR_HUNG_STOP),
+                        "hung_stop");
     assert_string_equal(scenario_behaviour_name(SCENARIO_BEHAVIOUR_HEALTHY),
                         "healthy");
     assert_string_equal(scenario_behaviour_name(SCENARIO_BEHAVIOUR_NR),
@@ -458,8 +475,8 @@ static const struct {
     {"agents: {behaviours: [{fraction: 0.1}]}\n",
      "t.yaml:2: agents.behaviours[0].behaviour: required"},
     {"agents: {behaviours: [{behaviour: sick, fraction: 1}]}\n",
-     "t.yaml:2: agents.behaviours[0].behaviour: must be healthy or "
-     "crash_loop"},
+     "t.yaml:2: agents.behaviours[0].behaviour: must be healthy, "
+     "crash_after, crash_loop, slow_health or hung_stop"},
     {"agents: {behaviours: [{behaviour: healthy}]}\n",
      "t.yaml:2: agents.behaviours[0].fraction: required"},
     {"agents: {behaviours: [{behaviour: healthy, fraction: 0}]}\n",
@@ -467,8 +484,20 @@ static const struct {
      "at most 1"},
     {"agents: {behaviours: [{behaviour: healthy, fraction: 0.5, "
      "restart_ms: 5}]}\n",
-     "t.yaml:2: agents.behaviours[0].restart_ms: only with behaviour "
-     "crash_loop"},
+     "t.yaml:2: agents.behaviours[0].restart_ms: healthy does not take "
+     "restart_ms"},
+    {"agents: {behaviours: [{behaviour: crash_after, fraction: 0.5, "
+     "restart_ms: 5}]}\n",
+     "t.yaml:2: agents.behaviours[0].restart_ms: crash_after does not take "
+     "restart_ms"},
+    {"agents: {behaviours: [{behaviour: slow_health, fraction: 0.5, "
+     "stop_hang_ms: 5}]}\n",
+     "t.yaml:2: agents.behaviours[0].stop_hang_ms: slow_health does not "
+     "take stop_hang_ms"},
+    {"agents: {behaviours: [{behaviour: hung_stop, fraction: 0.5, "
+     "stop_hang_ms: 0}]}\n",
+     "t.yaml:2: agents.behaviours[0].stop_hang_ms: must be an integer "
+     "between 1 and 86400000"},
     {"agents: {behaviours: [{behaviour: crash_loop, fraction: 0.5, "
      "crash_after_ms: 5}]}\n",
      "t.yaml:2: agents.behaviours[0].crash_after_ms: must be an integer "
@@ -478,7 +507,7 @@ static const struct {
      "t.yaml:2: agents.behaviours: the fractions add up to 1.3, more than 1"},
     {"agents: {behaviours: [a]}\n",
      "t.yaml:2: agents.behaviours[0]: must be a mapping with behaviour and "
-     "fraction (and for crash_loop crash_after_ms, restart_ms)"},
+     "fraction (and the behaviour's own keys)"},
     /* Steps as a list. */
     {"steps: []\n", "t.yaml:2: steps: must be a non-empty list of steps"},
     {"steps: [wait]\n", "t.yaml:2: steps[0]: must be a mapping with one key, "
