@@ -479,32 +479,9 @@ static void error_text(const char *body, char *out, size_t size)
  * The poller thread
  * ------------------------------------------------------------------------ */
 
-struct poll_buf {
-    char *p;
-    size_t len;
-    bool oom;
-};
-
-static size_t on_poll_body(char *data, size_t size, size_t nmemb, void *arg)
-{
-    struct poll_buf *b = arg;
-    size_t n = size * nmemb;
-    char *bigger = rems_realloc(b->p, b->len + n + 1);
-
-    if (bigger == NULL) {
-        b->oom = true;
-        return 0;
-    }
-    b->p = bigger;
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return n;
-}
-
 struct poll_req {
     CURL *h;
-    struct poll_buf body;
+    struct simcluster_buf body;
     bool active;
     bool done;
     long status;
@@ -518,7 +495,7 @@ static int req_init(struct poll_req *q)
         return REMS_ENOMEM;
     }
     curl_easy_setopt(q->h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(q->h, CURLOPT_WRITEFUNCTION, on_poll_body);
+    curl_easy_setopt(q->h, CURLOPT_WRITEFUNCTION, simcluster_curl_body);
     curl_easy_setopt(q->h, CURLOPT_WRITEDATA, &q->body);
     curl_easy_setopt(q->h, CURLOPT_PRIVATE, q);
     return 0;

@@ -302,15 +302,9 @@ size_t simcluster_index(const struct simcluster *c, uint64_t id)
  * Blocking HTTP
  * ------------------------------------------------------------------------ */
 
-struct buf {
-    char *p;
-    size_t len;
-    bool oom;
-};
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+size_t simcluster_curl_body(char *data, size_t size, size_t nmemb, void *arg)
 {
-    struct buf *b = arg;
+    struct simcluster_buf *b = arg;
     size_t n = size * nmemb;
     char *bigger;
 
@@ -348,7 +342,7 @@ int simcluster_http_ex(const char *method,
                        char **resp)
 {
     struct curl_slist *headers = NULL;
-    struct buf b = {0};
+    struct simcluster_buf b = {0};
     char url[SIMCLUSTER_ADDR_SIZE + 1024];
     CURLcode rc;
     CURL *h;
@@ -363,7 +357,7 @@ int simcluster_http_ex(const char *method,
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, simcluster_curl_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     for (; extra_headers != NULL && *extra_headers != NULL; extra_headers++) {
         struct curl_slist *more = curl_slist_append(headers, *extra_headers);

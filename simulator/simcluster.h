@@ -157,6 +157,18 @@ int simcluster_http(const char *method,
                     long *status,
                     char **resp);
 
+/* A response body being received: libcurl's write callback
+ * simcluster_curl_body() appends to it (rems_malloc'd, kept
+ * NUL-terminated) and sets @oom when memory ran out (the transfer then
+ * fails). */
+struct simcluster_buf {
+    char *p;
+    size_t len;
+    bool oom;
+};
+
+size_t simcluster_curl_body(char *data, size_t size, size_t nmemb, void *arg);
+
 /* As simcluster_http(), with @extra_headers ("Name: value" lines, a
  * NULL-terminated array; NULL for none) sent as well. */
 int simcluster_http_ex(const char *method,
