@@ -186,6 +186,7 @@ struct drill {
     VEC(struct drill_step_result) steps;
     uint64_t commands_sent;
     uint64_t commands_executed;
+    uint64_t drill_executed; /* executions of the drill's own commands */
     bool oom; /* a log could not grow: the result says so */
 
     /* Poller, under mu. */
@@ -297,6 +298,9 @@ static void on_engine_event(struct simagents *sa,
             *xt = t;
         }
         d->commands_executed++;
+        if (strncmp(exec->id, d->id_prefix, strlen(d->id_prefix)) == 0) {
+            d->drill_executed++;
+        }
     }
     pthread_mutex_unlock(&d->mu);
 }
@@ -753,10 +757,10 @@ static void progress_line(struct drill *d, uint64_t t)
             issued++;
         }
     }
-    executed = d->commands_executed;
+    executed = d->drill_executed;
     fprintf(stderr,
             "rems-sim: %7.1f s  %s %zu/%zu %-20s  %s  agents %" PRIu64
-            "/%zu  commands issued %" PRIu64 ", executed %" PRIu64 "\n",
+            "/%zu  commands issued %" PRIu64 ", pending %" PRIu64 "\n",
             (double)t / 1000.0, d->settling ? "settle" : "step",
             d->settling ? d->s->n_steps : d->current_step + 1, d->s->n_steps,
             d->settling ? ""
@@ -765,7 +769,8 @@ static void progress_line(struct drill *d, uint64_t t)
                                               ? d->current_step
                                               : d->s->n_steps - 1]
                                   .kind),
-            leader, d->connected, d->n_agents, issued, executed);
+            leader, d->connected, d->n_agents, issued,
+            issued > executed ? issued - executed : 0);
 }
 
 /* Drift: mark the crashes seen in /v1/drift of the leader. */
@@ -1910,6 +1915,56 @@ static int step_reconnect_all(struct drill *d)
     return 0;
 }
 
+/* Until the rollout of policy @key is done; a rollout that ended
+ * otherwise (rolled back, aborted) or did not end in time fails the step. */
+static int step_wait_rollout(struct drill *d,
+                             const struct scenario_step *st,
+                             char *err)
+{
+    uint64_t end = rems_mono_ms() + st->u.wait_rollout.timeout_ms;
+    char path[300];
+    char last[64] = "no answer";
+
+    snprintf(path, sizeof path, "/v1/rollouts/%s", st->u.wait_rollout.key);
+    for (;;) {
+        long status = 0;
+        char *body = NULL;
+        json_t *j = NULL;
+        const char *state = NULL;
+
+        if (api_call(d, "GET", path, NULL, NULL, true, 0, &status, &body) ==
+                0 &&
+            status == 200) {
+            j = json_loads(body, 0, NULL);
+            state = json_string_value(json_object_get(j, "state"));
+        } else if (status == 404) {
+            snprintf(last, sizeof last, "no rollout");
+        }
+        rems_free(body);
+        if (state != NULL) {
+            snprintf(last, sizeof last, "%s", state);
+        }
+        json_decref(j);
+        if (strcmp(last, "done") == 0) {
+            return 0;
+        }
+        if (strcmp(last, "rolled_back") == 0 || strcmp(last, "aborted") == 0) {
+            rems_errmsgf(err, "the rollout of %s ended %s",
+                         st->u.wait_rollout.key, last);
+            return REMS_ECONFLICT;
+        }
+        if (rems_mono_ms() >= end || interrupted(d)) {
+            rems_errmsgf(err,
+                         "the rollout of %s not done after %" PRIu64
+                         " ms (state: %s)",
+                         st->u.wait_rollout.key,
+                         st->u.wait_rollout.timeout_ms, last);
+            return REMS_ETIMEDOUT;
+        }
+        sleep_ms(DRILL_SUMMARY_POLL_MS);
+    }
+}
+
 static int step_wait_agents(struct drill *d,
                             const struct scenario_step *st,
                             char *err)
@@ -2017,6 +2072,8 @@ static int run_step(struct drill *d, size_t k, char *err)
             return step_crash(d, st, err);
         case SCENARIO_STEP_RECONNECT_ALL:
             return step_reconnect_all(d);
+        case SCENARIO_STEP_WAIT_ROLLOUT:
+            return step_wait_rollout(d, st, err);
         default:
             rems_errmsgf(err, "unknown step kind %d", (int)st->kind);
             return REMS_EINVAL;
@@ -2225,11 +2282,11 @@ static int compute_commands(struct drill *d)
                 problem(c, "command %s was for agent %u, agent %u executed it",
                         x->id, (unsigned)cm->agent + 1, (unsigned)x->agent + 1);
             }
-            if (cm->state == 3 || cm->state == 4 || cm->state == 5) {
+            if (cm->state == 4) {
+                c->executed_expired++;
+            } else if (cm->state == 3 || cm->state == 5) {
                 problem(c, "command %s executed, but the log says %s", x->id,
-                        cm->state == 3   ? "nacked"
-                        : cm->state == 4 ? "expired"
-                                         : "cancelled");
+                        cm->state == 3 ? "nacked" : "cancelled");
             }
         }
     }

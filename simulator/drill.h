@@ -111,6 +111,10 @@ struct drill_commands {
     uint64_t late;       /* executed at or after its deadline */
     uint64_t executed;   /* execution records of the drill's commands */
     uint64_t acked_not_executed; /* acked, but no agent executed it */
+    /* Executed in time, but its answer was lost with the agent's
+     * connection, so the leader recorded it expired at its deadline (the
+     * leader cannot know better; not a violation). */
+    uint64_t executed_expired;
     char first_problem[REMS_ERRMSG_SIZE]; /* "" when none */
 };
 

@@ -124,8 +124,10 @@ int report_table(FILE *out,
             c->acked, c->nacked, c->expired, c->cancelled, c->lost);
     fprintf(out,
             "  executed %" PRIu64 ", duplicated %" PRIu64 ", late %" PRIu64
-            ", acked but not executed %" PRIu64 "\n",
-            c->executed, c->duplicated, c->late, c->acked_not_executed);
+            ", acked but not executed %" PRIu64
+            ", executed but its answer lost (expired) %" PRIu64 "\n",
+            c->executed, c->duplicated, c->late, c->acked_not_executed,
+            c->executed_expired);
     if (c->first_problem[0] != '\0') {
         fprintf(out, "  first problem: %s\n", c->first_problem);
     }
@@ -303,7 +305,7 @@ static json_t *build_json(const struct drill_result *r,
     }
     commands = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-        "s:o}",
+        "s:I, s:o}",
         "sent", (json_int_t)c->sent, "issued", (json_int_t)c->issued,
         "refused", (json_int_t)c->refused, "unknown", (json_int_t)c->unknown,
         "acked", (json_int_t)c->acked, "nacked", (json_int_t)c->nacked,
@@ -311,7 +313,8 @@ static json_t *build_json(const struct drill_result *r,
         (json_int_t)c->cancelled, "lost", (json_int_t)c->lost, "duplicated",
         (json_int_t)c->duplicated, "late", (json_int_t)c->late, "executed",
         (json_int_t)c->executed, "acked_not_executed",
-        (json_int_t)c->acked_not_executed, "first_problem",
+        (json_int_t)c->acked_not_executed, "executed_expired",
+        (json_int_t)c->executed_expired, "first_problem",
         c->first_problem[0] != '\0' ? json_string(c->first_problem)
                                     : json_null());
     drift = json_pack("{s:I, s:I, s:o, s:o, s:o, s:o}", "crashes",

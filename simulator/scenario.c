@@ -66,6 +66,7 @@ static const char *const step_names[SCENARIO_STEP_NR] = {
     [SCENARIO_STEP_ROLLING_RESTART] = "rolling_restart",
     [SCENARIO_STEP_CRASH_SERVICES] = "crash_services",
     [SCENARIO_STEP_RECONNECT_ALL] = "reconnect_all",
+    [SCENARIO_STEP_WAIT_ROLLOUT] = "wait_rollout",
 };
 
 static const char *const assertion_names[SCENARIO_ASSERT_NR] = {
@@ -1015,6 +1016,10 @@ static int load_step_params(struct parser *p,
         case SCENARIO_STEP_WAIT_LEADER:
             names[k++] = "timeout_ms";
             break;
+        case SCENARIO_STEP_WAIT_ROLLOUT:
+            names[k++] = "key";
+            names[k++] = "timeout_ms";
+            break;
         case SCENARIO_STEP_KILL_LEADER:
         case SCENARIO_STEP_RECONNECT_ALL:
             break;
@@ -1082,6 +1087,29 @@ static int load_step_params(struct parser *p,
             if (v[0] != NULL) {
                 return get_uint(p, v[0], where, "timeout_ms", 1,
                                 SCENARIO_MS_MAX, &st->u.wait_leader.timeout_ms);
+            }
+            return 0;
+        case SCENARIO_STEP_WAIT_ROLLOUT:
+            st->u.wait_rollout.timeout_ms = SCENARIO_DEFAULT_WAIT_ROLLOUT_MS;
+            if (v[0] == NULL) {
+                return p_error(p, n, "%s.key: required", where);
+            }
+            rv = get_string(p, v[0], where, "key", 256,
+                            &st->u.wait_rollout.key);
+            if (rv != 0) {
+                return rv;
+            }
+            if (!policy_key_valid(st->u.wait_rollout.key)) {
+                return p_error(p, v[0],
+                               "%s.key: must be a policy key (1 to 256 of "
+                               "A-Z a-z 0-9 . _ / -, no empty, . or .. "
+                               "segment)",
+                               where);
+            }
+            if (v[1] != NULL) {
+                return get_uint(p, v[1], where, "timeout_ms", 1,
+                                SCENARIO_MS_MAX,
+                                &st->u.wait_rollout.timeout_ms);
             }
             return 0;
         case SCENARIO_STEP_KILL_LEADER:
@@ -1222,11 +1250,8 @@ static int load_step(struct parser *p,
     }
     if (name == NULL || k == SCENARIO_STEP_NR) {
         return p_error(p, key,
-                       "steps[%zu].%.*s: unknown step (wait, wait_agents, "
-                       "wait_leader, apply_policy, issue_commands, "
-                       "kill_leader, kill_node, pause_leader, pause_node, "
-                       "isolate, restart_node, transfer_leadership, "
-                       "rolling_restart, crash_services, reconnect_all)",
+                       "steps[%zu].%.*s: unknown step (the steps are "
+                       "listed in docs/drills.md)",
                        index, KEY_PRINT_MAX, name != NULL ? name : "");
     }
     st->kind = (enum scenario_step_kind)k;
@@ -1247,6 +1272,9 @@ static void step_free(struct scenario_step *st)
             break;
         case SCENARIO_STEP_CRASH_SERVICES:
             rems_free(st->u.crash.service);
+            break;
+        case SCENARIO_STEP_WAIT_ROLLOUT:
+            rems_free(st->u.wait_rollout.key);
             break;
         default:
             break;

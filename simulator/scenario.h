@@ -51,6 +51,7 @@
 #define SCENARIO_DEFAULT_COMMAND_TTL_MS 10000u
 #define SCENARIO_DEFAULT_TRANSFER_MS 10000u
 #define SCENARIO_DEFAULT_ROLLING_MS 30000u
+#define SCENARIO_DEFAULT_WAIT_ROLLOUT_MS 120000u
 
 /* ------------------------------------------------------------------------
  * The parts of a scenario
@@ -126,6 +127,7 @@ enum scenario_step_kind {
     SCENARIO_STEP_ROLLING_RESTART,
     SCENARIO_STEP_CRASH_SERVICES,
     SCENARIO_STEP_RECONNECT_ALL,
+    SCENARIO_STEP_WAIT_ROLLOUT,
     SCENARIO_STEP_NR
 };
 
@@ -150,6 +152,10 @@ struct scenario_step {
         struct {
             uint64_t timeout_ms;
         } wait_leader;
+        struct {
+            char *key; /* a policy key */
+            uint64_t timeout_ms;
+        } wait_rollout;
         struct {
             char *key;
             /* Exactly one of: the file (as written, resolved against the

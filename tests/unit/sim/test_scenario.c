@@ -161,8 +161,17 @@ static void every_step(void **state)
                 "  - restart_node: {node: 1}\n"
                 "  - rolling_restart: {}\n"
                 "  - crash_services: {agents: 1%}\n"
-                "  - issue_commands: {rate: 1, duration_ms: 1}\n");
-    assert_int_equal(f->s.n_steps, 20);
+                "  - issue_commands: {rate: 1, duration_ms: 1}\n"
+                "  - wait_rollout: {key: drill/app}\n"
+                "  - wait_rollout: {key: a/b, timeout_ms: 7}\n");
+    assert_int_equal(f->s.n_steps, 22);
+    assert_int_equal(f->s.steps[20].kind, SCENARIO_STEP_WAIT_ROLLOUT);
+    assert_string_equal(f->s.steps[20].u.wait_rollout.key, "drill/app");
+    assert_int_equal(f->s.steps[20].u.wait_rollout.timeout_ms,
+                     SCENARIO_DEFAULT_WAIT_ROLLOUT_MS);
+    assert_int_equal(f->s.steps[21].u.wait_rollout.timeout_ms, 7);
+    assert_string_equal(scenario_step_name(SCENARIO_STEP_WAIT_ROLLOUT),
+                        "wait_rollout");
     for (i = 0; i < 15; i++) {
         assert_int_equal(f->s.steps[i].kind, (int)i + 1);
     }
@@ -516,10 +525,13 @@ static const struct {
      "t.yaml:2: steps[0]: must be a mapping with one key, the step's kind "
      "(such as wait: {ms: 1000})"},
     {"steps:\n  - wait: {ms: 1}\n  - kil_leader: {}\n",
-     "t.yaml:4: steps[1].kil_leader: unknown step (wait, wait_agents, "
-     "wait_leader, apply_policy, issue_commands, kill_leader, kill_node, "
-     "pause_leader, pause_node, isolate, restart_node, transfer_leadership, "
-     "rolling_restart, crash_services, reconnect_all)"},
+     "t.yaml:4: steps[1].kil_leader: unknown step (the steps are listed in "
+     "docs/drills.md)"},
+    {"steps: [{wait_rollout: {timeout_ms: 5}}]\n",
+     "t.yaml:2: steps[0].wait_rollout.key: required"},
+    {"steps: [{wait_rollout: {key: /a}}]\n",
+     "t.yaml:2: steps[0].wait_rollout.key: must be a policy key (1 to 256 of "
+     "A-Z a-z 0-9 . _ / -, no empty, . or .. segment)"},
     {"steps: [{wait: 5}]\n",
      "t.yaml:2: steps[0].wait: must be a mapping of the step's parameters"},
     {"steps: [{kill_leader: {node: 1}}]\n",
