@@ -452,6 +452,10 @@ struct rec {
     size_t n_items;
     int states[8];
     uint64_t gens[8];
+    bool ready[8];
+    int32_t exit_codes[8];
+    char services[8][PROTO_SERVICE_MAX + 1];
+    char result_service[PROTO_SERVICE_MAX + 1];
 };
 
 enum node_mode {
@@ -591,6 +595,9 @@ static void send_command(struct node *n,
     m.command.ttl_remaining_ms = ttl;
     m.command.action = action;
     m.command.service = str_of(service != NULL ? service : "");
+    if (action == PROTO_ACTION_PUSH_MANIFEST) {
+        m.command.manifest = str_of("{\"command\":[\"/bin/true\"]}");
+    }
     node_send(c, &m);
 }
 
@@ -664,6 +671,10 @@ node_record(struct node *n, struct conn *c, const struct proto_msg *m)
             for (i = 0; i < m->report.n_items && i < 8; i++) {
                 r->gens[i] = m->report.items[i].generation;
                 r->states[i] = m->report.items[i].state;
+                r->ready[i] = m->report.items[i].ready;
+                r->exit_codes[i] = m->report.items[i].exit_code;
+                copy_str(r->services[i], sizeof r->services[i],
+                         m->report.items[i].service);
             }
             break;
         case PROTO_ACK:
@@ -674,6 +685,11 @@ node_record(struct node *n, struct conn *c, const struct proto_msg *m)
                 if (m->ack.result[i].key.len == 10 &&
                     memcmp(m->ack.result[i].key.p, "generation", 10) == 0) {
                     copy_str(r->result_gen, sizeof r->result_gen,
+                             m->ack.result[i].value);
+                }
+                if (m->ack.result[i].key.len == 7 &&
+                    memcmp(m->ack.result[i].key.p, "service", 7) == 0) {
+                    copy_str(r->result_service, sizeof r->result_service,
                              m->ack.result[i].value);
                 }
             }
@@ -1279,6 +1295,252 @@ static void engine_crashing_services(void **state)
     assert_true(st.report_items >= 2);
 }
 
+/* The last state sim-1 reported for @service, from its reports (-1: none);
+ * with its generation, readiness and exit code. */
+static int last_state(struct fixture *f,
+                      const char *service,
+                      uint64_t *gen,
+                      bool *ready,
+                      int32_t *exit_code)
+{
+    const struct rec *r;
+    int state = -1;
+    int k;
+    size_t i;
+
+    for (k = 0; (r = nth(&f->nodes[1], "sim-1", PROTO_REPORT, k)) != NULL;
+         k++) {
+        for (i = 0; i < r->n_items && i < 8; i++) {
+            if (strcmp(r->services[i], service) == 0) {
+                state = r->states[i];
+                if (gen != NULL) {
+                    *gen = r->gens[i];
+                }
+                if (ready != NULL) {
+                    *ready = r->ready[i];
+                }
+                if (exit_code != NULL) {
+                    *exit_code = r->exit_codes[i];
+                }
+            }
+        }
+    }
+    return state;
+}
+
+static bool svc0_failed(struct fixture *f)
+{
+    return last_state(f, "svc-0", NULL, NULL, NULL) == PROTO_STATE_FAILED;
+}
+
+static bool svc0_ready(struct fixture *f)
+{
+    bool ready = false;
+    return last_state(f, "svc-0", NULL, &ready, NULL) ==
+               PROTO_STATE_RUNNING &&
+           ready;
+}
+
+static bool svc1_failed(struct fixture *f)
+{
+    return last_state(f, "svc-1", NULL, NULL, NULL) == PROTO_STATE_FAILED;
+}
+
+static bool svc0_stopping(struct fixture *f)
+{
+    return last_state(f, "svc-0", NULL, NULL, NULL) == PROTO_STATE_STOPPING;
+}
+
+static bool extra_running(struct fixture *f)
+{
+    return last_state(f, "extra", NULL, NULL, NULL) == PROTO_STATE_RUNNING;
+}
+
+static void spin(struct fixture *f, uint64_t ms)
+{
+    uint64_t end;
+
+    uv_update_time(&f->loop);
+    end = uv_now(&f->loop) + ms;
+    while (uv_now(&f->loop) < end) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        uv_sleep(5);
+        uv_update_time(&f->loop);
+    }
+}
+
+/* crash_after: crashes once and stays failed until a start brings it back
+ * as the next generation. */
+static void engine_crash_once(void **state)
+{
+    struct fixture *f = *state;
+    struct simagents_options o;
+    const struct rec *r;
+    uint64_t gen = 0;
+
+    options(f, &o);
+    o.n_agents = 1;
+    o.n_services = 1;
+    o.zones = 0;
+    o.server_name = NULL;
+    o.behaviour = SIMAGENTS_CRASH_ONCE;
+    o.crash_after_ms = 60;
+    o.restart_ms = 20;
+    engine_start(f, &o);
+    run_until(f, all_welcomed);
+    run_until(f, svc0_failed);
+    spin(f, 300); /* 15 restart_ms: a crash loop would be back by now */
+    assert_int_equal(last_state(f, "svc-0", &gen, NULL, NULL),
+                     PROTO_STATE_FAILED);
+    assert_int_equal(gen, 1);
+    r = command(f, "sim-1", "up", 5, 1000, PROTO_ACTION_START, "svc-0");
+    assert_int_equal(r->type, PROTO_ACK);
+    assert_string_equal(r->result_gen, "2");
+    assert_int_equal(last_state(f, "svc-0", &gen, NULL, NULL),
+                     PROTO_STATE_RUNNING);
+    assert_int_equal(gen, 2);
+}
+
+/* slow_health: running but not ready until health_delay_ms has passed,
+ * after the first start and after a restart. */
+static void engine_slow_health(void **state)
+{
+    struct fixture *f = *state;
+    struct simagents_options o;
+    const struct rec *r;
+    bool ready = true;
+
+    options(f, &o);
+    o.n_agents = 1;
+    o.n_services = 1;
+    o.zones = 0;
+    o.server_name = NULL;
+    o.behaviour = SIMAGENTS_SLOW_HEALTH;
+    o.health_delay_ms = 300;
+    engine_start(f, &o);
+    run_until(f, all_welcomed);
+    run_until(f, svc0_ready);
+    r = command(f, "sim-1", "again", 5, 1000, PROTO_ACTION_RESTART, "svc-0");
+    assert_int_equal(r->type, PROTO_ACK);
+    assert_int_equal(last_state(f, "svc-0", NULL, &ready, NULL),
+                     PROTO_STATE_RUNNING);
+    assert_false(ready);
+    run_until(f, svc0_ready);
+}
+
+/* hung_stop, crashes on demand, and pushes of new and known services. */
+static void engine_hung_stop_crash_push(void **state)
+{
+    struct fixture *f = *state;
+    struct simagents_options o;
+    const struct rec *r;
+    char name[PROTO_SERVICE_MAX + 1];
+    int32_t code = 0;
+    uint64_t t0;
+    uint64_t gen = 0;
+
+    options(f, &o);
+    o.n_agents = 1;
+    o.n_services = 2;
+    o.zones = 0;
+    o.server_name = NULL;
+    o.behaviour = SIMAGENTS_HUNG_STOP;
+    o.stop_hang_ms = 400;
+    engine_start(f, &o);
+    run_until(f, all_welcomed);
+
+    /* The stop hangs: stopping at once, the ack when it ends. */
+    uv_update_time(&f->loop);
+    t0 = uv_now(&f->loop);
+    f->want_id = "stop";
+    f->want_from = f->nodes[1].n_recs;
+    send_command(&f->nodes[1], "sim-1", "stop", 5, 5000, PROTO_ACTION_STOP,
+                 "svc-0");
+    run_until(f, svc0_stopping);
+    assert_null(answer(&f->nodes[1], "stop", f->want_from));
+    run_until(f, answered);
+    uv_update_time(&f->loop);
+    assert_true(uv_now(&f->loop) - t0 >= 380);
+    assert_int_equal(answer(&f->nodes[1], "stop", f->want_from)->type,
+                     PROTO_ACK);
+    assert_int_equal(last_state(f, "svc-0", NULL, NULL, NULL),
+                     PROTO_STATE_STOPPED);
+
+    /* A crash on demand: failed with 137, reported. */
+    assert_int_equal(simagents_crash_service(f->sa, 0, 1), 0);
+    run_until(f, svc1_failed);
+    last_state(f, "svc-1", NULL, NULL, &code);
+    assert_int_equal(code, 137);
+    assert_int_equal(simagents_crash_service(f->sa, 1, 0), REMS_EINVAL);
+    assert_int_equal(simagents_crash_service(f->sa, 0, 2), REMS_ENOTFOUND);
+
+    /* A push of a service the agent does not run adds it, started. */
+    assert_int_equal(simagents_service_count(f->sa, 0), 2);
+    r = command(f, "sim-1", "push-new", 5, 1000, PROTO_ACTION_PUSH_MANIFEST,
+                "extra");
+    assert_int_equal(r->type, PROTO_ACK);
+    assert_string_equal(r->result_service, "extra");
+    run_until(f, extra_running);
+    assert_int_equal(simagents_service_count(f->sa, 0), 3);
+    simagents_service_name(f->sa, 0, 2, name);
+    assert_string_equal(name, "extra");
+    simagents_service_name(f->sa, 0, 3, name);
+    assert_string_equal(name, "");
+    /* Another command for it now finds it; the next hello lists it. */
+    r = command(f, "sim-1", "diag", 5, 1000, PROTO_ACTION_DIAGNOSTICS,
+                "extra");
+    assert_int_equal(r->type, PROTO_ACK);
+    simagents_agent_drop(f->sa, 0);
+    run_until(f, second_hello);
+    r = nth(&f->nodes[1], "sim-1", PROTO_HELLO,
+            count(&f->nodes[1], "sim-1", PROTO_HELLO) - 1);
+    assert_non_null(r);
+    assert_int_equal(r->n_items, 3);
+    /* A push of a known service is a new revision: a new generation. */
+    last_state(f, "extra", &gen, NULL, NULL);
+    r = command(f, "sim-1", "push-again", 5, 5000, PROTO_ACTION_PUSH_MANIFEST,
+                "extra");
+    assert_int_equal(r->type, PROTO_ACK);
+    assert_int_equal(strtoull(r->result_gen, NULL, 10), gen + 1);
+    /* Other actions on unknown services are still refused. */
+    r = command(f, "sim-1", "nope", 5, 1000, PROTO_ACTION_START, "ghost");
+    assert_nack(r, PROTO_NACK_UNKNOWN_SERVICE, NULL);
+}
+
+/* Shares: the same seed picks the same agents; about the fraction. */
+static void engine_shares(void **state)
+{
+    struct fixture *f = *state;
+    struct simagents_options o;
+    struct simagents_share share = {SIMAGENTS_CRASH_LOOP, 0.5, 100, 100, 0,
+                                    0};
+    struct simagents_share bad = {SIMAGENTS_SLOW_HEALTH, 0.5, 0, 0, 0, 0};
+    struct simagents_share two[2] = {
+        {SIMAGENTS_HUNG_STOP, 0.6, 0, 0, 0, 10},
+        {SIMAGENTS_HUNG_STOP, 0.6, 0, 0, 0, 10}};
+
+    options(f, &o);
+    o.shares = &bad;
+    o.n_shares = 1;
+    assert_int_equal(simagents_open(&f->loop, &o, &f->sa, f->errmsg),
+                     REMS_EINVAL);
+    assert_string_equal(f->errmsg, "shares[0].health_delay_ms: required by "
+                                   "slow_health");
+    o.shares = two;
+    o.n_shares = 2;
+    assert_int_equal(simagents_open(&f->loop, &o, &f->sa, f->errmsg),
+                     REMS_EINVAL);
+    assert_string_equal(f->errmsg, "shares: the fractions add up to 1.200, "
+                                   "more than 1");
+    o.shares = &share;
+    o.n_shares = 1;
+    o.behaviour = SIMAGENTS_HEALTHY;
+    assert_string_equal(simagents_behaviour_name(SIMAGENTS_CRASH_ONCE),
+                        "crash_after");
+    assert_string_equal(simagents_behaviour_name(SIMAGENTS_BEHAVIOUR_NR),
+                        "unknown");
+}
+
 static void engine_bad_options(void **state)
 {
     struct fixture *f = *state;
@@ -1359,6 +1621,8 @@ int main(void)
         cmocka_unit_test(fence_out_of_memory),  cmocka_unit_test(exec_check),
         TEST(engine_sessions_and_commands),     TEST(engine_delays),
         TEST(engine_crashing_services),         TEST(engine_bad_options),
+        TEST(engine_crash_once),                TEST(engine_slow_health),
+        TEST(engine_hung_stop_crash_push),      TEST(engine_shares),
         TEST(engine_open_out_of_memory),
     };
     return cmocka_run_group_tests_name("simagents", tests, group_setup,
