@@ -155,7 +155,7 @@ struct drill {
     size_t n_agents;
     uint64_t t0; /* rems_mono_ms() at the start of the run */
     uint64_t rng;
-    char id_prefix[32]; /* "sim<seed>-" of the drill's command ids */
+    char id_prefix[32]; /* "sim<seed>-<run>-" of the drill's ids */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -2689,8 +2689,14 @@ int drill_run(const struct drill_options *o,
     d->n_agents = o->agents != 0 ? o->agents : d->s->agents.count;
     d->rng = o->seed;
     d->leader = SIZE_MAX;
-    snprintf(d->id_prefix, sizeof d->id_prefix, "sim%08" PRIx64 "-",
-             (o->seed ^ (o->seed >> 32)) & 0xffffffffu);
+    /* The seed's and the run's: a cluster that outlives a run (attached,
+     * or a kept directory) must never see a command id or request id of
+     * an earlier run again (a request id would be answered with the
+     * earlier result and applied not at all). */
+    snprintf(d->id_prefix, sizeof d->id_prefix,
+             "sim%08" PRIx64 "-%011" PRIx64 "-",
+             (o->seed ^ (o->seed >> 32)) & 0xffffffffu,
+             (uint64_t)(rems_wall_ms() & 0xfffffffffffull));
     snprintf(r->name, sizeof r->name, "%s", d->s->name);
     r->seed = o->seed;
     r->n_nodes = d->c->n;

@@ -230,11 +230,118 @@ static void scenario_error_exits_2(void **state)
     test_tmpdir_remove(dir);
 }
 
+/* The value of "key: value" in the YAML file @path, into @out. */
+static void yaml_value(const char *path, const char *key, char *out, size_t n)
+{
+    char *text = test_read_file(path);
+    char *p;
+    size_t len = 0;
+
+    assert_non_null(text);
+    p = strstr(text, key);
+    assert_non_null(p);
+    p += strlen(key) + 2; /* ": " */
+    while (p[len] != '\0' && p[len] != '\n' && len + 1 < n) {
+        len++;
+    }
+    memcpy(out, p, len);
+    out[len] = '\0';
+    free(text);
+}
+
+/* Attach: a cluster rems-sim did not start (here the nodes of a kept drill
+ * directory, started again by this test) is driven through --endpoints
+ * with the CA given; a step that needs a process fails there with exit 1
+ * and says why. */
+static void attach_to_running_cluster(void **state)
+{
+    char dir[256];
+    char path[320];
+    char kept[256] = "";
+    char endpoints[512] = "";
+    char ca_cert[300];
+    char ca_key[300];
+    struct test_proc nodes[3];
+    struct run r;
+    const char *p;
+    size_t i;
+
+    (void)state;
+    memset(nodes, 0, sizeof nodes);
+    test_tmpdir_make(dir);
+    snprintf(path, sizeof path, "%s/tiny.yaml", dir);
+    write_file(path, "name: tiny\n"
+                     "agents: {count: 10, services: 1}\n"
+                     "settle_ms: 5000\n"
+                     "steps:\n"
+                     "  - wait_agents: {connected: all}\n"
+                     "  - issue_commands: {rate: 10, duration_ms: 1000}\n"
+                     "  - isolate: {node: follower, ms: 500}\n"
+                     "assertions:\n"
+                     "  - commands_exactly_once: true\n");
+    /* A local run that keeps its directory: configurations, CA, data. */
+    run_sim(&r, path, "--quiet", "--keep", NULL);
+    assert_int_equal(r.status, 0);
+    p = strstr(r.output, "cluster directory kept: ");
+    assert_non_null(p);
+    p += strlen("cluster directory kept: ");
+    for (i = 0; p[i] != '\0' && p[i] != '\n' && i + 1 < sizeof kept; i++) {
+        kept[i] = p[i];
+    }
+    kept[i] = '\0';
+    run_free(&r);
+
+    for (i = 0; i < 3; i++) {
+        char config[300];
+        char log[300];
+        char api[64];
+        char agent[64];
+        char *argv[4];
+        snprintf(config, sizeof config, "%s/node%zu.yaml", kept, i + 1);
+        snprintf(log, sizeof log, "%s/node%zu.again.log", kept, i + 1);
+        yaml_value(config, "\napi_address", api, sizeof api);
+        yaml_value(config, "\nagent_address", agent, sizeof agent);
+        snprintf(endpoints + strlen(endpoints),
+                 sizeof endpoints - strlen(endpoints), "%s%s=%s",
+                 i == 0 ? "" : ",", api, agent);
+        argv[0] = (char *)test_remsd_path();
+        argv[1] = "--config";
+        argv[2] = config;
+        argv[3] = NULL;
+        assert_int_equal(test_proc_start(&nodes[i], argv[0], argv, log), 0);
+    }
+    snprintf(ca_cert, sizeof ca_cert, "%s/ca.pem", kept);
+    snprintf(ca_key, sizeof ca_key, "%s/ca.key", kept);
+    test_sleep_ms(3000);
+
+    run_sim(&r, path, "--quiet", "--endpoints", endpoints, "--ca-cert",
+            ca_cert, "--ca-key", ca_key, NULL);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.output, "result: PASS"));
+    run_free(&r);
+
+    snprintf(path, sizeof path, "%s/kill.yaml", dir);
+    write_file(path, "name: kill\nagents: {count: 2, services: 1}\n"
+                     "steps: [{kill_leader: {}}]\n");
+    run_sim(&r, path, "--quiet", "--endpoints", endpoints, "--ca-cert",
+            ca_cert, "--ca-key", ca_key, NULL);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.output, "kill needs a cluster rems-sim started"));
+    run_free(&r);
+
+    for (i = 0; i < 3; i++) {
+        test_proc_stop(&nodes[i], 5000);
+    }
+    test_tmpdir_remove(kept);
+    test_tmpdir_remove(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(scenario_error_exits_2),
         cmocka_unit_test(broken_drill_fails),
+        cmocka_unit_test(attach_to_running_cluster),
         cmocka_unit_test(drill_leader_kill),
         cmocka_unit_test(drill_leader_pause),
         cmocka_unit_test(drill_minority_partition),
