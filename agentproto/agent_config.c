@@ -43,6 +43,7 @@
 #include "agentproto/supervisor.h"
 #include "agentproto/tls.h"
 #include "common/assert.h"
+#include "common/file.h"
 #include "common/heap.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -1456,73 +1457,9 @@ err:
 /* Read the whole file @path into *@out (rems_malloc'd, *@len bytes). */
 static int file_read(const char *path, char **out, size_t *len, char *errmsg)
 {
-    char reason[128];
-    size_t used = 0;
-    size_t cap = 4096;
-    char *buf;
-    char *bigger;
-    ssize_t n;
-    int fd;
-    int rv;
+    int rv = rems_read_file(path, AGENT_FILE_MAX, out, len, errmsg);
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        strerror_into(errno, reason, sizeof reason);
-        rems_errmsgf(errmsg, "%s: %s", path, reason);
-        rv = REMS_EIO;
-        goto err;
-    }
-    buf = rems_malloc(cap);
-    if (buf == NULL) {
-        rems_errmsg_oom(errmsg);
-        rv = REMS_ENOMEM;
-        goto err_after_open;
-    }
-    for (;;) {
-        if (used == cap) {
-            bigger = rems_realloc(buf, cap * 2);
-            if (bigger == NULL) {
-                rems_errmsg_oom(errmsg);
-                rv = REMS_ENOMEM;
-                goto err_after_alloc;
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-        n = read(fd, buf + used, cap - used);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            strerror_into(errno, reason, sizeof reason);
-            rems_errmsgf(errmsg, "%s: %s", path, reason);
-            rv = REMS_EIO;
-            goto err_after_alloc;
-        }
-        if (n == 0) {
-            break;
-        }
-        used += (size_t)n;
-        if (used > AGENT_FILE_MAX) {
-            rems_errmsgf(errmsg, "%s: larger than %d bytes", path,
-                         AGENT_FILE_MAX);
-            rv = REMS_ECONFIG;
-            goto err_after_alloc;
-        }
-    }
-    close(fd);
-
-    *out = buf;
-    *len = used;
-    return 0;
-
-err_after_alloc:
-    rems_free(buf);
-err_after_open:
-    close(fd);
-err:
-    POST(rv != 0);
-    return rv;
+    return rv == REMS_ETOOBIG ? REMS_ECONFIG : rv;
 }
 
 int agent_config_load_file(struct agent_config *c,

@@ -39,6 +39,7 @@
 
 #include "agentproto/agent_config.h" /* agent_yaml_to_json() */
 #include "agentproto/proto.h"
+#include "common/file.h"
 #include "common/heap.h"
 #include "common/mpread.h" /* struct rems_buf */
 #include "common/util.h"
@@ -1763,30 +1764,6 @@ static int step_transfer(struct drill *d,
     return 0;
 }
 
-static int read_file(const char *path, struct rems_buf *out, char *err)
-{
-    FILE *fp = fopen(path, "rb");
-    char chunk[4096];
-    size_t n;
-
-    if (fp == NULL) {
-        rems_errmsgf(err, "%s: %s", path, strerror(errno));
-        return REMS_EIO;
-    }
-    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0) {
-        if (out->len + n > SCENARIO_FILE_MAX) {
-            fclose(fp);
-            rems_errmsgf(err, "%s: over %d bytes", path, SCENARIO_FILE_MAX);
-            return REMS_ETOOBIG;
-        }
-        if (rems_buf_append(out, chunk, n) != 0) {
-            fclose(fp);
-            return REMS_ENOMEM;
-        }
-    }
-    fclose(fp);
-    return rems_buf_append(out, "", 1) != 0 ? REMS_ENOMEM : 0;
-}
 
 static bool ends_with(const char *s, const char *suffix)
 {
@@ -1801,28 +1778,28 @@ static int step_apply_policy(struct drill *d,
                              size_t step_index,
                              char *err)
 {
-    struct rems_buf text;
     struct rems_buf json;
     const char *doc = st->u.apply_policy.inline_json;
+    char *text = NULL;
+    size_t len = 0;
     char path[512];
     char request_id[64];
     char *resp = NULL;
     long status = 0;
     int rv = 0;
 
-    rems_buf_init(&text);
     rems_buf_init(&json);
     if (doc == NULL) {
         const char *file = st->u.apply_policy.file;
-        rv = read_file(file, &text, err);
+        rv = rems_read_file(file, SCENARIO_FILE_MAX, &text, &len, err);
         if (rv == 0 && (ends_with(file, ".yaml") || ends_with(file, ".yml"))) {
-            rv = agent_yaml_to_json(text.data, text.len - 1, &json, err);
+            rv = agent_yaml_to_json(text, len, &json, err);
             if (rv == 0) {
                 rv = rems_buf_append(&json, "", 1) != 0 ? REMS_ENOMEM : 0;
             }
             doc = json.data;
         } else {
-            doc = text.data;
+            doc = text;
         }
     }
     if (rv == 0) {
@@ -1841,7 +1818,7 @@ static int step_apply_policy(struct drill *d,
         }
     }
     rems_free(resp);
-    rems_buf_close(&text);
+    rems_free(text);
     rems_buf_close(&json);
     return rv;
 }

@@ -29,6 +29,7 @@
 
 #include "agentproto/proto.h"
 #include "common/assert.h"
+#include "common/file.h"
 #include "common/heap.h"
 #include "common/util.h"
 
@@ -1587,73 +1588,19 @@ err:
 
 int scenario_load(const char *path, struct scenario *out, char *errmsg)
 {
-    size_t cap = 4096;
-    size_t used = 0;
     char *buf;
-    char *bigger;
-    ssize_t n;
-    int fd;
+    size_t len;
     int rv;
 
     PRE(path != NULL && out != NULL && errmsg != NULL);
-
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rems_errmsgf(errmsg, "%s: %s", path, strerror(errno));
-        rv = REMS_ECONFIG;
-        goto err;
-    }
-    buf = rems_malloc(cap);
-    if (buf == NULL) {
-        rems_errmsg_oom(errmsg);
-        rv = REMS_ENOMEM;
-        goto err_after_open;
-    }
-    for (;;) {
-        if (used == cap) {
-            bigger = rems_realloc(buf, cap * 2);
-            if (bigger == NULL) {
-                rems_errmsg_oom(errmsg);
-                rv = REMS_ENOMEM;
-                goto err_after_alloc;
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-        n = read(fd, buf + used, cap - used);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            rems_errmsgf(errmsg, "%s: %s", path, strerror(errno));
-            rv = REMS_ECONFIG;
-            goto err_after_alloc;
-        }
-        if (n == 0) {
-            break;
-        }
-        used += (size_t)n;
-        if (used > SCENARIO_FILE_MAX) {
-            rems_errmsgf(errmsg, "%s: larger than %d bytes", path,
-                         SCENARIO_FILE_MAX);
-            rv = REMS_ECONFIG;
-            goto err_after_alloc;
-        }
-    }
-    rv = scenario_parse(path, buf, used, out, errmsg);
+    rv = rems_read_file(path, SCENARIO_FILE_MAX, &buf, &len, errmsg);
     if (rv != 0) {
-        goto err_after_alloc;
+        /* A file that cannot be read or is too large is a scenario
+         * error like any other. */
+        return rv == REMS_ENOMEM ? rv : REMS_ECONFIG;
     }
+    rv = scenario_parse(path, buf, len, out, errmsg);
     rems_free(buf);
-    close(fd);
-    return 0;
-
-err_after_alloc:
-    rems_free(buf);
-err_after_open:
-    close(fd);
-err:
-    POST(rv != 0);
     return rv;
 }
 
