@@ -32,6 +32,7 @@
 #include "common/file.h"
 #include "common/heap.h"
 #include "common/util.h"
+#include "statemachine/statemachine.h" /* statemachine_key_check() */
 
 /* A field path is at most this long ("steps[255].issue_commands.rate"). */
 #define WHERE_SIZE 96
@@ -801,32 +802,12 @@ static int load_agents(struct parser *p, yaml_node_t *n)
     return 0;
 }
 
-/* A policy key: 1..256 of [A-Za-z0-9._/-], no empty, "." or ".." segment,
- * not starting or ending with '/' (docs/api.md). */
+/* A policy key by the state machine's own rule (statemachine_key_check). */
 static bool policy_key_valid(const char *k)
 {
-    size_t len = strlen(k);
-    const char *seg = k;
-    const char *slash;
+    char ignored[REMS_ERRMSG_SIZE];
 
-    if (len == 0 || len > 256 ||
-        strspn(k, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                  "0123456789._/-") != len) {
-        return false;
-    }
-    for (;;) {
-        size_t n;
-        slash = strchr(seg, '/');
-        n = slash != NULL ? (size_t)(slash - seg) : strlen(seg);
-        if (n == 0 || (n == 1 && seg[0] == '.') ||
-            (n == 2 && seg[0] == '.' && seg[1] == '.')) {
-            return false;
-        }
-        if (slash == NULL) {
-            return true;
-        }
-        seg = slash + 1;
-    }
+    return statemachine_key_check(k, strlen(k), ignored) == 0;
 }
 
 /* The path of @file as the scenario names it: absolute as it is, else
